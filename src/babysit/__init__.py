@@ -1,0 +1,7 @@
+"""babysit: train neural networks the disciplined way."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__"]
