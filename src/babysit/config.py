@@ -1,0 +1,135 @@
+"""Run configuration: typed dataclasses built from TOML plus `--key value` overrides.
+
+Values are parsed as TOML literals, never evaluated as code.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = ["TaskConfig", "TrainConfig", "RunConfig", "load_config", "from_dict", "parse_value", "with_overrides"]
+
+_SECTIONS = ("task", "hp", "train")
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """What to learn: a named data set, a named model and a loss."""
+
+    data: str = "mnist1d"
+    model: str = "mlp"
+    loss: str = "softmax"
+    data_seed: int = 0
+    val_fraction: float = 0.2
+    data_options: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Returns the plain-data form written into config.toml."""
+        d = asdict(self)
+        d["data_options"] = dict(self.data_options)
+        return d
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train: epochs, seed, where the run directory goes, device and threads."""
+
+    epochs: int = 10
+    seed: int = 0
+    run_dir: str | None = None
+    device: str = "auto"
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        _require_int("train.epochs", self.epochs, minimum=1)
+        _require_int("train.seed", self.seed, minimum=0)
+        if self.threads is not None:
+            _require_int("train.threads", self.threads, minimum=1)
+        if self.device not in ("auto", "cpu") and not str(self.device).startswith("cuda"):
+            raise ConfigError(f"train.device={self.device!r}: use 'auto', 'cpu' or 'cuda[:N]'")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Returns the plain-data form (None values dropped: TOML has no null)."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A whole run: task, hyperparameters (one flat dict) and training settings."""
+
+    task: TaskConfig = field(default_factory=TaskConfig)
+    hp: Mapping[str, Any] = field(default_factory=dict)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def _require_int(name: str, value: Any, *, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{name}={value!r}: must be an integer >= {minimum}")
+
+
+def _section(d: Mapping[str, Any], name: str, cls: type) -> Any:
+    raw = d.get(name, {})
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"[{name}] must be a table, got {raw!r}")
+    known = {f for f in cls.__dataclass_fields__}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"[{name}] has unknown key(s) {unknown}; valid: {', '.join(sorted(known))}")
+    try:
+        return cls(**raw)
+    except TypeError as exc:  # pragma: no cover - guarded by the key check above
+        raise ConfigError(f"[{name}]: {exc}") from exc
+
+
+def from_dict(d: Mapping[str, Any]) -> RunConfig:
+    """Returns a validated RunConfig from a parsed TOML mapping ([task], [hp], [train])."""
+    unknown = sorted(set(d) - set(_SECTIONS) - {"babysit"})
+    if unknown:
+        raise ConfigError(f"unknown section(s) {unknown}; valid: [task], [hp], [train]")
+    hp = d.get("hp", {})
+    if not isinstance(hp, Mapping):
+        raise ConfigError(f"[hp] must be a table, got {hp!r}")
+    return RunConfig(task=_section(d, "task", TaskConfig), hp=dict(hp), train=_section(d, "train", TrainConfig))
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Returns the RunConfig stored in a TOML file; errors name the file and the problem."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {str(p)!r} does not exist")
+    try:
+        d = tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: not valid TOML: {exc}") from exc
+    return from_dict(d)
+
+
+def parse_value(text: str) -> Any:
+    """Returns a command-line value as a TOML literal (number, bool, array), else the plain string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def with_overrides(cfg: RunConfig, *, task: Mapping[str, Any] = (), hp: Mapping[str, Any] = (),
+                   train: Mapping[str, Any] = ()) -> RunConfig:
+    """Returns a copy of cfg with the given keys replaced (validated like the file)."""
+    t = dict(cfg.task.to_dict(), **dict(task))
+    tr = dict(cfg.train.to_dict(), **dict(train))
+    return from_dict({"task": t, "hp": {**cfg.hp, **dict(hp)}, "train": tr})
+
+
+def replace_train(cfg: RunConfig, **kw: Any) -> RunConfig:
+    """Returns cfg with training settings replaced."""
+    return replace(cfg, train=replace(cfg.train, **kw))

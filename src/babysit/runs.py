@@ -1,0 +1,67 @@
+"""Finished runs: load(run_dir) gives back the trained model, evaluate(...) its accuracy and loss on a split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import StoreError
+from .losses import resolve as resolve_loss
+from .step import Evaluation, evaluate as evaluate_model
+from .store import best_of, list_checkpoints, load_checkpoint, read_config
+from .task import Task
+
+__all__ = ["load", "evaluate", "task_of"]
+
+_SPLITS = ("train", "val", "test")
+
+
+def task_of(run_dir: str | Path) -> Task:
+    """Returns the Task a run directory's config.toml describes (named model, data and loss only)."""
+    cfg = read_config(run_dir)
+    try:
+        return Task.from_description(cfg["task"])
+    except Exception as exc:
+        raise StoreError(f"cannot rebuild the task of {str(run_dir)!r}: {exc}") from exc
+
+
+def load(run_dir: str | Path, last: bool = False, *, task: Task | None = None) -> nn.Module:
+    """Returns the run's model with its best (or last) checkpoint's weights, in eval mode on the CPU.
+
+    The model is rebuilt from config.toml; pass task= when the run's model came from an unnamed function.
+    """
+    run_dir = Path(run_dir)
+    cfg = read_config(run_dir)
+    ckpts = list_checkpoints(run_dir)
+    if not ckpts:
+        raise StoreError(f"{str(run_dir)!r} has no checkpoint yet (no epoch finished)")
+    chosen = ckpts[-1] if last else best_of(ckpts)
+    task = task if task is not None else task_of(run_dir)
+    torch.manual_seed(int(cfg["train"].get("seed", 0)))
+    model = task.build_model(cfg["hp"])
+    model.load_state_dict(load_checkpoint(chosen.path)["model"])  # type: ignore[union-attr]
+    return model.eval()
+
+
+def evaluate(run_or_model: str | Path | nn.Module, split: Any, *, task: Task | None = None, loss: Any = None,
+             last: bool = False, batch_size: int = 1024) -> Evaluation:
+    """Returns accuracy and mean data loss of a run's model (or any model) on a split.
+
+    split is a Dataset, or "train" / "val" / "test" for the run's own data.
+    """
+    if isinstance(run_or_model, nn.Module):
+        model, loss_fn = run_or_model, resolve_loss(loss or (task.loss if task else "softmax"))[0]
+    else:
+        task = task if task is not None else task_of(run_or_model)
+        model, loss_fn = load(run_or_model, last, task=task), task.loss_fn
+    if isinstance(split, str):
+        if task is None or split not in _SPLITS:
+            raise StoreError(f"split={split!r}: give a Dataset, or one of {_SPLITS} together with a run directory")
+        split = getattr(task.splits, split)
+        if split is None:
+            raise StoreError("this run's data have no test split")
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    return evaluate_model(model, split, loss_fn, batch_size=batch_size, device=device)

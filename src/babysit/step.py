@@ -1,0 +1,103 @@
+"""One batch in, one number out: the train and evaluate primitives that sanity, train and distill share."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+from .data import batches
+from .losses import l2_term
+
+__all__ = ["StepRecord", "objective", "train_step", "closure_step", "evaluate", "Evaluation"]
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """One optimisation step: the objective (data loss + L2) of its batch, at epoch (fractional) and lr."""
+
+    step: int
+    epoch: float
+    loss: float
+    lr: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """Returns the record as a plain dict."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Accuracy and mean data loss (no L2) of a model on a split."""
+
+    accuracy: float
+    loss: float
+    examples: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """Returns the record as a plain dict."""
+        return asdict(self)
+
+
+def objective(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn,
+              reg_params: Sequence[torch.Tensor], reg: float) -> torch.Tensor:
+    """Returns data loss + 0.5 * reg * sum(W**2): the notes' objective, L2 kept as its own term."""
+    loss = loss_fn(model(x), y)
+    if reg:
+        loss = loss + l2_term(reg_params, reg)
+    return loss
+
+
+def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn,
+               reg_params: Sequence[torch.Tensor], reg: float, optimizer: torch.optim.Optimizer,
+               clip_norm: float | None = None) -> float:
+    """Returns the batch objective after one gradient step (NaN/inf is returned, not raised)."""
+    optimizer.zero_grad(set_to_none=True)
+    loss = objective(model, x, y, loss_fn, reg_params, reg)
+    loss.backward()
+    if clip_norm is not None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
+    optimizer.step()
+    return loss.item()
+
+
+def closure_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn,
+                 reg_params: Sequence[torch.Tensor], reg: float, optimizer: torch.optim.Optimizer,
+                 clip_norm: float | None = None) -> float:
+    """Returns the objective before one full-batch step of a closure optimizer (L-BFGS)."""
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad(set_to_none=True)
+        loss = objective(model, x, y, loss_fn, reg_params, reg)
+        loss.backward()
+        if clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
+        return loss
+
+    return float(optimizer.step(closure).detach())  # type: ignore[union-attr]
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, dataset: Any, loss_fn: LossFn, *, batch_size: int = 1024,
+             device: torch.device | str | None = None) -> Evaluation:
+    """Returns accuracy and mean data loss on a dataset, in eval mode (dropout off), restoring the mode after."""
+    was_training = model.training
+    model.eval()
+    correct, total_loss, n = 0, 0.0, 0
+    try:
+        for x, y in batches(dataset, batch_size, shuffle=False):
+            if device is not None:
+                x, y = x.to(device), y.to(device)
+            scores = model(x)
+            total_loss += float(loss_fn(scores, y)) * len(y)
+            correct += int((scores.argmax(1) == y).sum())
+            n += len(y)
+    finally:
+        model.train(was_training)
+    if n == 0:
+        return Evaluation(float("nan"), float("nan"), 0)
+    return Evaluation(correct / n, total_loss / n, n)

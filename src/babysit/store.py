@@ -1,0 +1,255 @@
+"""The run directory: config.toml, run.sqlite (meta, scalars) and checkpoints named with their score.
+
+Checkpoints are written to a temporary name and renamed (atomic), hold tensors and plain data
+only, and are loaded with torch.load(weights_only=True): a run directory is never unpickled.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import torch
+import tomli_w
+
+from .errors import StoreError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = ["SCHEMA_VERSION", "EpochRecord", "Run", "RunStore", "Checkpoint", "checkpoint_name",
+           "parse_checkpoint_name", "list_checkpoints", "save_checkpoint", "load_checkpoint",
+           "write_config", "read_config", "EPOCH_KEYS"]
+
+SCHEMA_VERSION = 1
+EPOCH_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
+_CKPT = re.compile(r"^epoch-(\d{3,})_val-(\d+\.\d{4})\.pt$")
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS scalars (step INTEGER NOT NULL, epoch REAL NOT NULL, key TEXT NOT NULL, value REAL);
+CREATE INDEX IF NOT EXISTS scalars_key ON scalars (key, step);
+CREATE TABLE IF NOT EXISTS histograms (step INTEGER, layer TEXT, kind TEXT, counts TEXT, edges TEXT);
+CREATE TABLE IF NOT EXISTS findings (code TEXT, severity TEXT, message TEXT, evidence TEXT, advice TEXT);
+"""
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """One epoch's numbers: losses are data losses (no L2) on a fixed train subset and on validation."""
+
+    epoch: int
+    train_loss: float
+    train_acc: float
+    val_loss: float
+    val_acc: float
+    lr: float
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """Returns the record as a plain dict."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Run:
+    """What train() hands back: where the run lives, how it ended and its per-epoch history."""
+
+    dir: Path
+    status: str
+    diverged_at: int | None
+    history: tuple[EpochRecord, ...]
+    best_checkpoint: Path | None
+
+    @property
+    def best_val_acc(self) -> float | None:
+        """Returns the best validation accuracy of the run, or None before the first epoch."""
+        return max((r.val_acc for r in self.history), default=None)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Returns the run as plain data."""
+        return {"dir": str(self.dir), "status": self.status, "diverged_at": self.diverged_at,
+                "history": [r.to_dict() for r in self.history],
+                "best_checkpoint": str(self.best_checkpoint) if self.best_checkpoint else None}
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A checkpoint file and the epoch and validation score its name carries."""
+
+    path: Path
+    epoch: int
+    val: float
+
+
+def checkpoint_name(epoch: int, val_acc: float) -> str:
+    """Returns e.g. "epoch-007_val-0.8125.pt": the validation score in the name (the notes' tip)."""
+    if not 0.0 <= val_acc <= 1.0:
+        raise StoreError(f"validation accuracy {val_acc!r} is not in [0, 1]")
+    return f"epoch-{epoch:03d}_val-{val_acc:.4f}.pt"
+
+
+def parse_checkpoint_name(name: str) -> tuple[int, float] | None:
+    """Returns (epoch, val) parsed from a checkpoint file name, or None for other files."""
+    m = _CKPT.match(name)
+    return (int(m.group(1)), float(m.group(2))) if m else None
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Checkpoint]:
+    """Returns the run's complete checkpoints sorted by epoch (temporary files are ignored)."""
+    d = Path(run_dir) / "checkpoints"
+    if not d.is_dir():
+        return []
+    out = [Checkpoint(p, *parsed) for p in d.iterdir() if (parsed := parse_checkpoint_name(p.name))]
+    return sorted(out, key=lambda c: c.epoch)
+
+
+def best_of(checkpoints: Iterable[Checkpoint]) -> Checkpoint | None:
+    """Returns the checkpoint with the highest validation score (the earliest on a tie)."""
+    return max(checkpoints, key=lambda c: (c.val, -c.epoch), default=None)
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def save_checkpoint(run_dir: str | Path, epoch: int, val_acc: float, payload: Mapping[str, Any],
+                    *, keep_last: int = 2) -> Path:
+    """Returns the path of a new checkpoint, written atomically; keeps the best and the last keep_last."""
+    d = Path(run_dir) / "checkpoints"
+    d.mkdir(parents=True, exist_ok=True)
+    path = d / checkpoint_name(epoch, val_acc)
+    _atomic_write(path, lambda f: torch.save(dict(payload), f))
+    ckpts = list_checkpoints(run_dir)
+    keep = {c.path for c in ckpts[-keep_last:]} | {best_of(ckpts).path}  # type: ignore[union-attr]
+    for c in ckpts:
+        if c.path not in keep:
+            c.path.unlink(missing_ok=True)
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """Returns a checkpoint's contents, loaded with weights_only=True (no unpickling of code)."""
+    try:
+        return torch.load(Path(path), map_location=map_location, weights_only=True)
+    except FileNotFoundError as exc:
+        raise StoreError(f"checkpoint {str(path)!r} does not exist") from exc
+    except Exception as exc:
+        raise StoreError(f"checkpoint {str(path)!r} cannot be loaded safely: {exc}") from exc
+
+
+def write_config(run_dir: str | Path, config: Mapping[str, Any]) -> None:
+    """Writes config.toml atomically (None values dropped: TOML has no null)."""
+    text = tomli_w.dumps(_drop_none(config)).encode()
+    _atomic_write(Path(run_dir) / "config.toml", lambda f: f.write(text))
+
+
+def read_config(run_dir: str | Path) -> dict[str, Any]:
+    """Returns the parsed config.toml of a run directory."""
+    p = Path(run_dir) / "config.toml"
+    if not p.is_file():
+        raise StoreError(f"{str(run_dir)!r} is not a babysit run directory (no config.toml)")
+    return tomllib.loads(p.read_text())
+
+
+def _drop_none(x: Any) -> Any:
+    if isinstance(x, Mapping):
+        return {str(k): _drop_none(v) for k, v in x.items() if v is not None}
+    if isinstance(x, (list, tuple)):
+        return [_drop_none(v) for v in x]
+    return x
+
+
+class RunStore:
+    """The run's SQLite database: meta (schema and versions, status) and scalars(step, epoch, key, value).
+
+    Scalars are buffered and written in one transaction per flush (once an epoch), so logging
+    the loss every iteration costs a list append.
+    """
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.path = Path(run_dir) / "run.sqlite"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(_SCHEMA)
+        self._buffer: list[tuple[int, float, str, float]] = []
+        version = self.meta().get("schema_version")
+        if version is not None and int(version) != SCHEMA_VERSION:
+            raise StoreError(f"{self.path} has schema version {version}; this babysit reads {SCHEMA_VERSION}")
+
+    def set_meta(self, **values: Any) -> None:
+        """Writes meta keys (values stored as text)."""
+        with self._db:
+            self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                                 [(k, None if v is None else str(v)) for k, v in values.items()])
+
+    def meta(self) -> dict[str, str]:
+        """Returns the meta table as a dict."""
+        return dict(self._db.execute("SELECT key, value FROM meta"))
+
+    def log(self, step: int, epoch: float, key: str, value: float) -> None:
+        """Buffers one scalar; flush() writes the buffer."""
+        self._buffer.append((step, epoch, key, value))
+
+    def flush(self) -> None:
+        """Writes buffered scalars in one transaction."""
+        if self._buffer:
+            with self._db:
+                self._db.executemany("INSERT INTO scalars VALUES (?, ?, ?, ?)", self._buffer)
+            self._buffer.clear()
+
+    def scalars(self, key: str) -> list[tuple[int, float, float]]:
+        """Returns (step, epoch, value) rows of one key in step order."""
+        self.flush()
+        return list(self._db.execute("SELECT step, epoch, value FROM scalars WHERE key = ? ORDER BY step, rowid",
+                                     (key,)))
+
+    def truncate_after(self, step: int) -> None:
+        """Deletes scalars logged after a step (a resumed run redoes them)."""
+        self._buffer.clear()
+        with self._db:
+            self._db.execute("DELETE FROM scalars WHERE step > ?", (step,))
+
+    def history(self) -> tuple[EpochRecord, ...]:
+        """Returns the per-epoch records stored so far."""
+        self.flush()
+        rows = self._db.execute(
+            "SELECT epoch, key, value FROM scalars WHERE key IN (%s) AND epoch = CAST(epoch AS INTEGER) "
+            "AND step >= 0 ORDER BY step" % ",".join("?" * len(EPOCH_KEYS)), tuple(f"epoch/{k}" for k in EPOCH_KEYS))
+        by_epoch: dict[int, dict[str, float]] = {}
+        for epoch, key, value in rows:
+            by_epoch.setdefault(int(epoch), {})[key.split("/", 1)[1]] = value
+        return tuple(EpochRecord(epoch=e, **{k: float(v) if v is not None else float("nan") for k, v in d.items()})
+                     for e, d in sorted(by_epoch.items()) if len(d) == len(EPOCH_KEYS))
+
+    def log_epoch(self, step: int, record: EpochRecord) -> None:
+        """Buffers an epoch record as scalars keyed "epoch/<field>"."""
+        for k in EPOCH_KEYS:
+            self.log(step, float(record.epoch), f"epoch/{k}", getattr(record, k))
+
+    def close(self) -> None:
+        """Flushes and closes the database."""
+        self.flush()
+        self._db.close()
+
+
+def now() -> str:
+    """Returns the current UTC time in ISO 8601 (for meta)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
