@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m babysit.demo
+	$(VENV)/bin/babysit train examples/mnist1d.toml --run-dir runs/demo --force
 
 test: $(STAMP)
 	$(VENV)/bin/lint-imports

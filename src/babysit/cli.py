@@ -66,6 +66,8 @@ def _parser() -> argparse.ArgumentParser:
 def build_config(args: argparse.Namespace) -> RunConfig:
     """Returns the RunConfig from a config file (if given) plus command-line overrides."""
     cfg = load_config(args.config) if args.config else from_dict({})
+    if args.config:  # a custom model named "module:function" may sit beside its config
+        sys.path.insert(0, str(Path(args.config).resolve().parent))
     task = {k: v for k, v in (("data", args.data), ("model", args.model), ("loss", args.loss),
                               ("data_seed", args.data_seed)) if v is not None}
     hp: dict[str, Any] = {k: parse_value(getattr(args, f"hp_{k}")) for k in HP_FLAGS

@@ -1,0 +1,392 @@
+"""Built-in data sets (spiral, digits, mnist1d), a user's own tensors, and fast batching.
+
+Every data set is a ``TensorDataset(x_float32, y_int64)``: in memory, so batches are sliced
+from tensors directly (no DataLoader overhead). The test split is held apart from ``seed``;
+``seed`` only chooses the validation split (and, for the spiral, the generated points).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import random
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+from .errors import ConfigError, DataError
+
+__all__ = [
+    "NAMES",
+    "Splits",
+    "batches",
+    "digits",
+    "from_tensors",
+    "load",
+    "mnist1d",
+    "num_batches",
+    "spiral",
+    "tensors",
+    "to_device",
+]
+
+NAMES = ("digits", "mnist1d", "spiral")
+_OPTIONS: dict[str, tuple[str, ...]] = {
+    "digits": (),
+    "mnist1d": (),
+    "spiral": ("num_classes", "points_per_class", "noise", "test_fraction"),
+}
+_REAL_INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+_TEST_SEED = 12345  # the test split never depends on `seed`: searches must not peek at it
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Train, validation and (optional) test data of one classification problem."""
+
+    train: Dataset
+    val: Dataset
+    test: Dataset | None
+    num_classes: int
+    input_shape: tuple[int, ...]
+    source: Mapping[str, Any] | None = None
+    image_shape: tuple[int, ...] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data describing the splits: sizes, classes, shapes and how to rebuild them."""
+        return {
+            "sizes": {
+                "train": _size(self.train),
+                "val": _size(self.val),
+                "test": None if self.test is None else _size(self.test),
+            },
+            "num_classes": int(self.num_classes),
+            "input_shape": list(self.input_shape),
+            "source": None if self.source is None else dict(self.source),
+            "image_shape": None if self.image_shape is None else list(self.image_shape),
+        }
+
+
+def _size(dataset: Dataset) -> int | None:
+    try:
+        return len(dataset)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
+# ---------------------------------------------------------------------------- validation
+
+
+def _check_fraction(field: str, value: float, *, allow_zero: bool = False) -> float:
+    low_ok = value >= 0 if allow_zero else value > 0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (low_ok and value < 1):
+        interval = "[0, 1)" if allow_zero else "(0, 1)"
+        raise DataError(f"{field}={value!r}: must be a number in {interval}, e.g. 0.2")
+    return float(value)
+
+
+def _check_count(field: str, value: int, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise DataError(f"{field}={value!r}: must be an integer >= {minimum}")
+    return value
+
+
+def _split_indices(
+    n: int, seed: int, val_fraction: float, test_fraction: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return (train, val, test) index arrays: test from a fixed permutation, val by `seed`."""
+    n_test = round(test_fraction * n)
+    rest = np.random.RandomState(_TEST_SEED).permutation(n)
+    test, rest = rest[:n_test], rest[n_test:]
+    rest = rest[np.random.default_rng(seed).permutation(len(rest))]
+    n_val = round(val_fraction * len(rest))
+    val, train = rest[:n_val], rest[n_val:]
+    if len(train) < 1 or len(val) < 1 or (test_fraction > 0 and len(test) < 1):
+        raise DataError(
+            f"{n} examples with val_fraction={val_fraction}, test_fraction={test_fraction} "
+            f"leave an empty split (train {len(train)}, val {len(val)}, test {len(test)}); "
+            "use more data or other fractions"
+        )
+    return train, val, test
+
+
+def _dataset(x: np.ndarray | Tensor, y: np.ndarray | Tensor) -> TensorDataset:
+    xt = torch.as_tensor(x).to(torch.float32).contiguous()
+    yt = torch.as_tensor(y).to(torch.int64).contiguous()
+    return TensorDataset(xt, yt)
+
+
+# ---------------------------------------------------------------------------- loaders
+
+
+def load(name: str, *, seed: int = 0, val_fraction: float = 0.2, **options: Any) -> Splits:
+    """Return the Splits of a built-in data set by name ("digits", "mnist1d" or "spiral").
+
+    ``load(**splits.source)`` rebuilds the same splits.
+    """
+    if name not in NAMES:
+        raise DataError(f"unknown data set {name!r}; valid: {', '.join(NAMES)}")
+    _check_fraction("val_fraction", val_fraction)
+    unknown = sorted(set(options) - set(_OPTIONS[name]))
+    if unknown:
+        valid = ", ".join(_OPTIONS[name]) or "(none)"
+        raise DataError(f"unknown option(s) for data set {name!r}: {', '.join(unknown)}; valid: {valid}")
+    loader = {"digits": digits, "mnist1d": mnist1d, "spiral": spiral}[name]
+    return loader(seed=seed, val_fraction=val_fraction, **options)  # type: ignore[operator]
+
+
+def spiral(
+    *,
+    seed: int = 0,
+    val_fraction: float = 0.2,
+    num_classes: int = 3,
+    points_per_class: int = 300,
+    noise: float = 0.2,
+    test_fraction: float = 0.2,
+) -> Splits:
+    """Return Splits of the notes' K-class spiral: 2-D points not linearly separable.
+
+    r = linspace(0, 1, N), t = linspace(4j, 4(j+1), N) + noise * randn; x = (r sin t, r cos t).
+    """
+    _check_fraction("val_fraction", val_fraction)
+    _check_fraction("test_fraction", test_fraction, allow_zero=True)
+    _check_count("num_classes", num_classes, 2)
+    _check_count("points_per_class", points_per_class, 1)
+    if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not noise >= 0:
+        raise DataError(f"noise={noise!r}: must be a number >= 0, e.g. 0.2")
+    x, y = _spiral_points(np.random.default_rng(seed), num_classes, points_per_class, float(noise))
+    train, val, test = _split_indices(len(y), seed, val_fraction, test_fraction)
+    source = {
+        "name": "spiral", "seed": seed, "val_fraction": val_fraction, "num_classes": num_classes,
+        "points_per_class": points_per_class, "noise": noise, "test_fraction": test_fraction,
+    }
+    return Splits(
+        train=_dataset(x[train], y[train]),
+        val=_dataset(x[val], y[val]),
+        test=_dataset(x[test], y[test]) if len(test) else None,
+        num_classes=num_classes,
+        input_shape=(2,),
+        source=source,
+    )
+
+
+def _spiral_points(rng: np.random.Generator, k: int, n: int, noise: float) -> tuple[np.ndarray, np.ndarray]:
+    """Return shuffled (x, y) of k spiral arms with n points each, as in the notes."""
+    xs, ys = [], []
+    for j in range(k):
+        r = np.linspace(0.0, 1.0, n)
+        t = np.linspace(j * 4.0, (j + 1) * 4.0, n) + rng.standard_normal(n) * noise
+        xs.append(np.stack([r * np.sin(t), r * np.cos(t)], axis=1))
+        ys.append(np.full(n, j))
+    order = rng.permutation(n * k)
+    return np.concatenate(xs)[order], np.concatenate(ys)[order]
+
+
+def digits(*, seed: int = 0, val_fraction: float = 0.2) -> Splits:
+    """Return Splits of scikit-learn's bundled 8x8 digits, standardised with train statistics.
+
+    Mean and std come from the train split alone, then apply to val and test (no leakage).
+    """
+    from sklearn.datasets import load_digits  # type: ignore[import-untyped]
+
+    _check_fraction("val_fraction", val_fraction)
+    bunch = load_digits()
+    x, y = np.asarray(bunch.data, dtype=np.float64), np.asarray(bunch.target)
+    train, val, test = _split_indices(len(y), seed, val_fraction, 0.2)
+    mean = x[train].mean(axis=0)
+    std = x[train].std(axis=0)
+    std[std == 0] = 1.0
+    x = (x - mean) / std
+    return Splits(
+        train=_dataset(x[train], y[train]),
+        val=_dataset(x[val], y[val]),
+        test=_dataset(x[test], y[test]),
+        num_classes=10,
+        input_shape=(64,),
+        source={"name": "digits", "seed": seed, "val_fraction": val_fraction},
+        image_shape=(8, 8),
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def _mnist1d_arrays() -> tuple[np.ndarray, ...]:
+    """Return (x, y, x_test, y_test) of the published MNIST-1D, global RNGs left as found."""
+    from mnist1d.data import make_dataset  # type: ignore[import-untyped]
+
+    np_state, py_state = np.random.get_state(), random.getstate()
+    try:
+        ds = make_dataset()  # seeds numpy and random globally
+    finally:
+        np.random.set_state(np_state)
+        random.setstate(py_state)
+    arrays = tuple(
+        np.array(ds[key], dtype=dtype)  # a copy: the caller's arrays are left writable
+        for key, dtype in (("x", np.float32), ("y", np.int64), ("x_test", np.float32), ("y_test", np.int64))
+    )
+    for a in arrays:
+        a.flags.writeable = False  # shared by every later call
+    return arrays
+
+
+def mnist1d(*, seed: int = 0, val_fraction: float = 0.2) -> Splits:
+    """Return Splits of MNIST-1D (4000 train, 1000 test, 40 features), generated offline.
+
+    The validation split is carved from the 4000 by `seed`; the package's test split stays apart.
+    """
+    _check_fraction("val_fraction", val_fraction)
+    x, y, x_test, y_test = _mnist1d_arrays()
+    perm = np.random.default_rng(seed).permutation(len(y))
+    n_val = round(val_fraction * len(y))
+    val, train = perm[:n_val], perm[n_val:]
+    if len(val) < 1 or len(train) < 1:
+        raise DataError(f"val_fraction={val_fraction}: leaves an empty split of MNIST-1D's {len(y)}")
+    return Splits(
+        train=_dataset(x[train], y[train]),
+        val=_dataset(x[val], y[val]),
+        test=_dataset(x_test.copy(), y_test.copy()),
+        num_classes=10,
+        input_shape=(x.shape[1],),
+        source={"name": "mnist1d", "seed": seed, "val_fraction": val_fraction},
+    )
+
+
+def _as_tensor(field: str, value: Any) -> Tensor:
+    try:
+        return torch.as_tensor(np.asarray(value) if not isinstance(value, Tensor) else value)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise DataError(f"{field}: cannot be converted to a tensor ({exc}); pass a numpy array or tensor") from exc
+
+
+def _check_labels(y: Tensor, n: int, num_classes: int | None) -> int:
+    """Return num_classes after checking that y holds 1-D integer labels in [0, num_classes)."""
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise DataError(f"y has dtype {y.dtype}: must hold integer class labels; convert with y.astype(int)")
+    if y.ndim != 1:
+        raise DataError(f"y has shape {tuple(y.shape)}: must be 1-D class labels (not one-hot); use y.argmax(1)")
+    if len(y) != n:
+        raise DataError(f"len(x)={n} but len(y)={len(y)}: x and y must have one row per example")
+    if num_classes is None:
+        num_classes = int(y.max()) + 1
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise DataError(f"num_classes={num_classes!r}: need at least 2 classes")
+    low, high = int(y.min()), int(y.max())
+    if low < 0 or high >= num_classes:
+        raise DataError(
+            f"y has labels in [{low}, {high}]: must be in [0, num_classes={num_classes}); relabel to 0..C-1"
+        )
+    return num_classes
+
+
+def from_tensors(
+    x: np.ndarray | Tensor,
+    y: np.ndarray | Tensor,
+    *,
+    seed: int = 0,
+    val_fraction: float = 0.2,
+    test_fraction: float = 0.2,
+    num_classes: int | None = None,
+) -> Splits:
+    """Return Splits of a user's own (x, y): x features, y integer labels in [0, num_classes).
+
+    num_classes defaults to max(y) + 1; test_fraction=0 gives no test split.
+    """
+    xt, yt = _as_tensor("x", x), _as_tensor("y", y)
+    if xt.ndim < 2 or len(xt) == 0:
+        raise DataError(f"x has shape {tuple(xt.shape)}: need (examples, features...); reshape a 1-D x to (N, 1)")
+    if xt.is_complex() or not (xt.is_floating_point() or xt.dtype in _REAL_INT_DTYPES):
+        raise DataError(f"x has dtype {xt.dtype}: must be real numbers")
+    xt = xt.to(torch.float32)
+    if not bool(torch.isfinite(xt).all()):
+        raise DataError("x has NaN or infinite values: clean or impute them first")
+    num_classes = _check_labels(yt, len(xt), num_classes)
+    _check_fraction("val_fraction", val_fraction)
+    _check_fraction("test_fraction", test_fraction, allow_zero=True)
+    if val_fraction + test_fraction >= 1:
+        raise DataError(f"val_fraction + test_fraction = {val_fraction + test_fraction}: must be < 1")
+    train, val, test = (torch.as_tensor(i) for i in _split_indices(len(yt), seed, val_fraction, test_fraction))
+    return Splits(
+        train=_dataset(xt[train], yt[train]),
+        val=_dataset(xt[val], yt[val]),
+        test=_dataset(xt[test], yt[test]) if len(test) else None,
+        num_classes=num_classes,
+        input_shape=tuple(xt.shape[1:]),
+    )
+
+
+# ---------------------------------------------------------------------------- batching
+
+
+def tensors(dataset: Dataset) -> tuple[Tensor, Tensor]:
+    """Return the whole dataset as (x, y): a TensorDataset's own tensors, else stacked examples."""
+    if isinstance(dataset, TensorDataset) and len(dataset.tensors) == 2:
+        return dataset.tensors[0], dataset.tensors[1]
+    n = _size(dataset)
+    if not n:
+        raise DataError(f"dataset {type(dataset).__name__} is empty or has no len(): need a map-style Dataset")
+    items = [dataset[i] for i in range(n)]
+    if not isinstance(items[0], (tuple, list)) or len(items[0]) != 2:
+        raise DataError(f"dataset {type(dataset).__name__} yields {type(items[0]).__name__}: need (x, y) pairs")
+    x = torch.stack([torch.as_tensor(item[0]) for item in items])
+    y = torch.stack([torch.as_tensor(item[1]) for item in items])
+    return x, y
+
+
+def _check_batch_size(batch_size: int) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size={batch_size!r}: must be an integer >= 1, e.g. 64")
+    return batch_size
+
+
+def num_batches(dataset: Dataset, batch_size: int) -> int:
+    """Return the number of batches per epoch, ceil(len / batch_size): the last partial one counts."""
+    _check_batch_size(batch_size)
+    return math.ceil(len(dataset) / batch_size)  # type: ignore[arg-type]
+
+
+def batches(
+    dataset: Dataset, batch_size: int, *, shuffle: bool, generator: torch.Generator | None = None
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """Return an iterator over one epoch of (x, y) batches; the same generator state, the same order.
+
+    A TensorDataset is sliced directly (one permutation per epoch); other datasets use a DataLoader.
+    """
+    _check_batch_size(batch_size)
+    if isinstance(dataset, TensorDataset) and len(dataset.tensors) == 2:
+        return _tensor_batches(dataset.tensors[0], dataset.tensors[1], batch_size, shuffle, generator)
+    return _loader_batches(dataset, batch_size, shuffle, generator)
+
+
+def _tensor_batches(
+    x: Tensor, y: Tensor, batch_size: int, shuffle: bool, generator: torch.Generator | None
+) -> Iterator[tuple[Tensor, Tensor]]:
+    n = len(x)
+    if not shuffle:
+        for start in range(0, n, batch_size):
+            yield x[start : start + batch_size], y[start : start + batch_size]
+        return
+    device = x.device if generator is None else generator.device
+    idx = torch.randperm(n, generator=generator, device=device).to(x.device)
+    for start in range(0, n, batch_size):
+        b = idx[start : start + batch_size]
+        yield x[b], y[b]
+
+
+def _loader_batches(
+    dataset: Dataset, batch_size: int, shuffle: bool, generator: torch.Generator | None
+) -> Iterator[tuple[Tensor, Tensor]]:
+    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator):
+        if len(batch) != 2:
+            raise DataError(f"dataset {type(dataset).__name__} yields {len(batch)} items: need (x, y) pairs")
+        yield batch[0], batch[1]
+
+
+def to_device(dataset: Dataset, device: torch.device | str) -> Dataset:
+    """Return a TensorDataset with its tensors moved to `device` once; other datasets unchanged."""
+    if isinstance(dataset, TensorDataset):
+        return TensorDataset(*(t.to(device) for t in dataset.tensors))
+    return dataset

@@ -1,0 +1,237 @@
+"""Small reference models built from hyperparameters: an MLP and a 1-D CNN for MNIST-1D.
+
+Layers carry readable names (fc1, act1, conv1, ...) because reports show them. The last
+layer always starts small, so a healthy model begins at the chance-level loss (ln C).
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from torch import nn
+
+from .errors import ConfigError
+
+__all__ = ["ACTIVATIONS", "INITS", "MODELS", "cnn1d", "from_hp", "mlp", "resolve"]
+
+ACTIVATIONS = ("leaky_relu", "relu", "tanh")
+INITS = ("kaiming", "small", "xavier")
+_LEAKY_SLOPE = 0.01
+_LAST_LAYER_SCALE = 0.01  # small scores -> uniform softmax -> initial loss ln C
+
+Builder = Callable[[Mapping[str, Any], tuple[int, ...], int], nn.Module]
+
+
+# ---------------------------------------------------------------------------- validation
+
+
+def _check_choice(field: str, value: object, valid: Sequence[str]) -> str:
+    if not isinstance(value, str) or value not in valid:
+        raise ConfigError(f"{field}={value!r}: unknown; valid: {', '.join(valid)}")
+    return value
+
+
+def _check_int(field: str, value: object, minimum: int = 1) -> int:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # a search may hand over 128.0
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{field}={value!r}: must be an integer >= {minimum}")
+    return value
+
+
+def _check_dropout(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ConfigError(f"dropout={value!r}: must be in [0, 1) (the probability of dropping a unit), e.g. 0.5")
+    return float(value)
+
+
+def _shape(input_shape: int | Iterable[int]) -> tuple[int, ...]:
+    shape = (input_shape,) if isinstance(input_shape, int) else tuple(input_shape)
+    for d in shape:
+        _check_int("input_shape", d)
+    if not shape:
+        raise ConfigError("input_shape=(): need the shape of one example, e.g. (40,)")
+    return tuple(int(d) for d in shape)
+
+
+def _check_common(activation: str, init: str, dropout: float, num_classes: int) -> None:
+    _check_choice("activation", activation, ACTIVATIONS)
+    _check_choice("init", init, INITS)
+    _check_dropout(dropout)
+    _check_int("num_classes", num_classes, 2)
+
+
+# ---------------------------------------------------------------------------- init
+
+
+def _activation(name: str) -> nn.Module:
+    if name == "relu":
+        return nn.ReLU()
+    if name == "leaky_relu":
+        return nn.LeakyReLU(_LEAKY_SLOPE)
+    return nn.Tanh()
+
+
+def _init_layer(layer: nn.Linear | nn.Conv1d, init: str, activation: str, *, last: bool) -> None:
+    """Initialise one layer in place: weights by `init`, biases zero; the last layer scaled small."""
+    w = layer.weight
+    if init == "kaiming":
+        nn.init.kaiming_normal_(w, a=_LEAKY_SLOPE, mode="fan_in", nonlinearity=activation)  # type: ignore[arg-type]
+    elif init == "xavier":
+        nn.init.xavier_normal_(w, gain=nn.init.calculate_gain("tanh"))
+    else:
+        nn.init.normal_(w, mean=0.0, std=0.01)
+    if last:
+        w.data.mul_(_LAST_LAYER_SCALE)
+    if layer.bias is not None:
+        nn.init.zeros_(layer.bias)
+
+
+def _init_all(model: nn.Module, last_name: str, init: str, activation: str) -> None:
+    for name, module in model.named_children():
+        if isinstance(module, (nn.Linear, nn.Conv1d)):
+            _init_layer(module, init, activation, last=name == last_name)
+
+
+# ---------------------------------------------------------------------------- models
+
+
+def mlp(
+    input_shape: int | Iterable[int],
+    num_classes: int,
+    hidden: Sequence[int] = (100,),
+    activation: str = "relu",
+    dropout: float = 0.0,
+    init: str = "kaiming",
+) -> nn.Sequential:
+    """Return a fully connected net: flatten, then (fc_i, act_i[, drop_i]) per hidden layer, then fc_N.
+
+    ``hidden=()`` gives a linear classifier (softmax or SVM, by the loss).
+    """
+    _check_common(activation, init, dropout, num_classes)
+    widths = [_check_int("hidden", h) for h in hidden]
+    layers: OrderedDict[str, nn.Module] = OrderedDict(flatten=nn.Flatten())
+    fan_in = math.prod(_shape(input_shape))
+    for i, width in enumerate(widths, 1):
+        layers[f"fc{i}"] = nn.Linear(fan_in, width)
+        layers[f"act{i}"] = _activation(activation)
+        if dropout > 0:
+            layers[f"drop{i}"] = nn.Dropout(dropout)
+        fan_in = width
+    last = f"fc{len(widths) + 1}"
+    layers[last] = nn.Linear(fan_in, num_classes)
+    model = nn.Sequential(layers)
+    _init_all(model, last, init, activation)
+    return model
+
+
+def cnn1d(
+    input_shape: int | Iterable[int],
+    num_classes: int,
+    channels: Sequence[int] = (32, 32, 32),
+    kernel_size: int = 5,
+    activation: str = "relu",
+    dropout: float = 0.0,
+    init: str = "kaiming",
+) -> nn.Sequential:
+    """Return a 1-D conv net for signals like MNIST-1D: (conv_i, act_i, pool_i[, drop_i]) per layer, then fc.
+
+    Input (L,) is reshaped to one channel; (C, L) is used as is. Convs keep the length; max pools halve it.
+    """
+    _check_common(activation, init, dropout, num_classes)
+    kernel_size = _check_int("kernel_size", kernel_size)
+    widths = [_check_int("channels", c) for c in channels]
+    shape = _shape(input_shape)
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
+    if len(shape) == 1:
+        layers["reshape"] = nn.Unflatten(1, (1, shape[0]))
+        in_ch, length = 1, shape[0]
+    elif len(shape) == 2:
+        in_ch, length = shape
+    else:
+        raise ConfigError(f"input_shape={shape}: cnn1d takes (L,) or (C, L); use mlp for other shapes")
+    pad = kernel_size // 2  # keeps the length for odd kernels (one more for even ones)
+    for i, width in enumerate(widths, 1):
+        layers[f"conv{i}"] = nn.Conv1d(in_ch, width, kernel_size, padding=pad)
+        layers[f"act{i}"] = _activation(activation)
+        layers[f"pool{i}"] = nn.MaxPool1d(2, ceil_mode=True)
+        if dropout > 0:
+            layers[f"drop{i}"] = nn.Dropout(dropout)
+        in_ch, length = width, math.ceil((length + 2 * pad - kernel_size + 1) / 2)
+    layers["flatten"] = nn.Flatten()
+    layers["fc"] = nn.Linear(in_ch * length, num_classes)
+    model = nn.Sequential(layers)
+    _init_all(model, "fc", init, activation)
+    return model
+
+
+# ---------------------------------------------------------------------------- registry
+
+
+def _common_hp(hp: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "activation": hp.get("activation", "relu"),
+        "dropout": hp.get("dropout", 0.0),
+        "init": hp.get("init", "kaiming"),
+    }
+
+
+def _mlp_from_hp(hp: Mapping[str, Any], input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    width = _check_int("hp['width']", hp.get("width", 128))
+    depth = _check_int("hp['depth']", hp.get("depth", 2))
+    return mlp(input_shape, num_classes, hidden=(width,) * depth, **_common_hp(hp))
+
+
+def _cnn1d_from_hp(hp: Mapping[str, Any], input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    width = _check_int("hp['width']", hp.get("width", 128))
+    depth = _check_int("hp['depth']", hp.get("depth", 2))
+    kernel = _check_int("hp['kernel_size']", hp.get("kernel_size", 5))
+    return cnn1d(input_shape, num_classes, channels=(width,) * depth, kernel_size=kernel, **_common_hp(hp))
+
+
+MODELS: dict[str, Builder] = {"mlp": _mlp_from_hp, "cnn1d": _cnn1d_from_hp}
+
+
+def _import_spec(spec: str) -> Callable[..., Any]:
+    """Return the function named by "package.module:function", or ConfigError saying which part failed."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr or ":" in attr:
+        raise ConfigError(f"model {spec!r}: expected the form 'package.module:function'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(
+            f"model {spec!r}: cannot import module {module_name!r} ({exc}); is it installed or on sys.path?"
+        ) from exc
+    fn = getattr(module, attr, None)
+    if fn is None:
+        raise ConfigError(f"model {spec!r}: module {module_name!r} has no attribute {attr!r}")
+    if not callable(fn):
+        raise ConfigError(f"model {spec!r}: {attr!r} is not callable; need fn(hp, input_shape, num_classes)")
+    return fn
+
+
+def resolve(spec: str) -> Builder:
+    """Return the model builder fn(hp, input_shape, num_classes) for a built-in name or "pkg.mod:fn"."""
+    if isinstance(spec, str) and spec in MODELS:
+        return MODELS[spec]
+    if isinstance(spec, str) and ":" in spec:
+        return _import_spec(spec)
+    raise ConfigError(
+        f"model={spec!r}: unknown; valid: {', '.join(sorted(MODELS))}, "
+        "or 'package.module:function' naming fn(hp, input_shape, num_classes) -> nn.Module"
+    )
+
+
+def from_hp(
+    name: str, hp: Mapping[str, Any], input_shape: int | Iterable[int], num_classes: int
+) -> nn.Module:
+    """Return the model `name` built from hyperparameters (width, depth, dropout, activation, init, ...).
+
+    Keys the model does not read (lr, reg, ...) are ignored: hp is one flat dict.
+    """
+    return resolve(name)(hp, _shape(input_shape), num_classes)
