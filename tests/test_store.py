@@ -1,0 +1,92 @@
+"""The run directory: checkpoint names, atomic writes, safe loads, the SQLite store."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+
+from babysit.errors import StoreError
+from babysit.store import (EpochRecord, RunStore, checkpoint_name, list_checkpoints, load_checkpoint,
+                           parse_checkpoint_name, read_config, save_checkpoint, write_config)
+
+
+def test_checkpoint_name_carries_epoch_and_validation_score():
+    assert checkpoint_name(7, 0.8125) == "epoch-007_val-0.8125.pt"
+    assert checkpoint_name(1234, 1.0) == "epoch-1234_val-1.0000.pt"
+    assert parse_checkpoint_name("epoch-007_val-0.8125.pt") == (7, 0.8125)
+    assert parse_checkpoint_name(".epoch-007_val-0.8125.pt.123.tmp") is None
+    assert parse_checkpoint_name("notes.txt") is None
+    with pytest.raises(StoreError):
+        checkpoint_name(1, 1.5)
+
+
+def test_keeps_the_best_and_the_last_two(tmp_path):
+    for epoch, val in [(1, 0.5), (2, 0.9), (3, 0.7), (4, 0.6), (5, 0.65)]:
+        save_checkpoint(tmp_path, epoch, val, {"w": torch.ones(2) * epoch})
+    names = [c.path.name for c in list_checkpoints(tmp_path)]
+    assert names == ["epoch-002_val-0.9000.pt", "epoch-004_val-0.6000.pt", "epoch-005_val-0.6500.pt"]
+    assert load_checkpoint(list_checkpoints(tmp_path)[0].path)["w"].tolist() == [2.0, 2.0]
+
+
+def test_a_failed_write_leaves_nothing_half_written(tmp_path, monkeypatch):
+    save_checkpoint(tmp_path, 1, 0.5, {"w": torch.ones(2)})
+
+    def broken_save(obj, f):
+        f.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError):
+        save_checkpoint(tmp_path, 2, 0.6, {"w": torch.ones(2)})
+    files = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert files == ["epoch-001_val-0.5000.pt"]  # no temporary file, no half-written epoch 2
+
+
+def test_a_stray_temporary_file_is_never_the_latest(tmp_path):
+    save_checkpoint(tmp_path, 1, 0.5, {"w": torch.ones(2)})
+    (tmp_path / "checkpoints" / ".epoch-002_val-0.6000.pt.999.tmp").write_bytes(b"junk")
+    assert [c.epoch for c in list_checkpoints(tmp_path)] == [1]
+
+
+def test_checkpoints_are_never_unpickled(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    path = tmp_path / "epoch-001_val-0.5000.pt"
+    with open(path, "wb") as f:
+        pickle.dump({"model": Evil()}, f)
+    with pytest.raises(StoreError, match="cannot be loaded safely"):
+        load_checkpoint(path)
+    with pytest.raises(StoreError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_config_round_trip_drops_none(tmp_path):
+    write_config(tmp_path, {"hp": {"lr": 0.1, "clip_norm": None, "hidden": [1, 2]}, "train": {"epochs": 3}})
+    assert read_config(tmp_path) == {"hp": {"lr": 0.1, "hidden": [1, 2]}, "train": {"epochs": 3}}
+    with pytest.raises(StoreError, match="not a babysit run directory"):
+        read_config(tmp_path / "elsewhere")
+
+
+def test_sqlite_store_scalars_history_and_truncate(tmp_path):
+    s = RunStore(tmp_path)
+    s.set_meta(schema_version=1, status="running")
+    for step in range(1, 7):
+        s.log(step, step / 3, "loss", 1.0 / step)
+    s.log_epoch(3, EpochRecord(1, 0.9, 0.5, 1.0, 0.4, 0.1, 0.01))
+    s.log_epoch(6, EpochRecord(2, 0.8, 0.6, 0.9, 0.5, 0.1, 0.01))
+    assert [r.epoch for r in s.history()] == [1, 2]
+    s.truncate_after(3)
+    assert [r[0] for r in s.scalars("loss")] == [1, 2, 3]
+    assert [r.val_acc for r in s.history()] == [0.4]
+    s.close()
+    assert RunStore(tmp_path).meta() == {"schema_version": "1", "status": "running"}
+
+
+def test_newer_schema_is_refused(tmp_path):
+    RunStore(tmp_path).set_meta(schema_version=99)
+    with pytest.raises(StoreError, match="schema version 99"):
+        RunStore(tmp_path)
