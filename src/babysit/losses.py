@@ -6,7 +6,6 @@ regularisation cannot mask a wrong data-loss gradient.
 
 from __future__ import annotations
 
-import importlib
 import math
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -15,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._optional import import_ref
 from .errors import ConfigError
 
 __all__ = ["LOSSES", "chance_loss", "l2_term", "reg_params", "resolve", "softmax_loss", "svm_loss"]
@@ -103,25 +103,6 @@ def l2_term(params: Iterable[Tensor] | nn.Module, reg: float) -> Tensor:
     return (0.5 * reg) * total
 
 
-def _import_spec(spec: str) -> Callable[..., Any]:
-    """Return the function named by "package.module:function", or ConfigError saying which part failed."""
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr or ":" in attr:
-        raise ConfigError(f"loss {spec!r}: expected the form 'package.module:function'")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(
-            f"loss {spec!r}: cannot import module {module_name!r} ({exc}); is it installed or on sys.path?"
-        ) from exc
-    fn = getattr(module, attr, None)
-    if fn is None:
-        raise ConfigError(f"loss {spec!r}: module {module_name!r} has no attribute {attr!r}")
-    if not callable(fn):
-        raise ConfigError(f"loss {spec!r}: {attr!r} is not callable; need fn(scores, y) -> scalar tensor")
-    return fn
-
-
 def resolve(loss: str | LossFn) -> tuple[LossFn, str]:
     """Return (loss function, kind) with kind "softmax", "svm" or "custom"."""
     if loss == "softmax" or loss is softmax_loss:
@@ -129,7 +110,7 @@ def resolve(loss: str | LossFn) -> tuple[LossFn, str]:
     if loss == "svm" or loss is svm_loss:
         return svm_loss, "svm"
     if isinstance(loss, str) and ":" in loss:
-        return _import_spec(loss), "custom"
+        return import_ref(loss, what="loss", signature="fn(scores, y) -> scalar tensor"), "custom"
     if callable(loss) and not isinstance(loss, str):
         return loss, "custom"
     raise ConfigError(

@@ -6,7 +6,6 @@ layer always starts small, so a healthy model begins at the chance-level loss (l
 
 from __future__ import annotations
 
-import importlib
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -14,6 +13,7 @@ from typing import Any
 
 from torch import nn
 
+from ._optional import import_ref
 from .errors import ConfigError
 
 __all__ = ["ACTIVATIONS", "INITS", "MODELS", "cnn1d", "from_hp", "mlp", "resolve"]
@@ -196,31 +196,12 @@ def _cnn1d_from_hp(hp: Mapping[str, Any], input_shape: tuple[int, ...], num_clas
 MODELS: dict[str, Builder] = {"mlp": _mlp_from_hp, "cnn1d": _cnn1d_from_hp}
 
 
-def _import_spec(spec: str) -> Callable[..., Any]:
-    """Return the function named by "package.module:function", or ConfigError saying which part failed."""
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr or ":" in attr:
-        raise ConfigError(f"model {spec!r}: expected the form 'package.module:function'")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(
-            f"model {spec!r}: cannot import module {module_name!r} ({exc}); is it installed or on sys.path?"
-        ) from exc
-    fn = getattr(module, attr, None)
-    if fn is None:
-        raise ConfigError(f"model {spec!r}: module {module_name!r} has no attribute {attr!r}")
-    if not callable(fn):
-        raise ConfigError(f"model {spec!r}: {attr!r} is not callable; need fn(hp, input_shape, num_classes)")
-    return fn
-
-
 def resolve(spec: str) -> Builder:
     """Return the model builder fn(hp, input_shape, num_classes) for a built-in name or "pkg.mod:fn"."""
     if isinstance(spec, str) and spec in MODELS:
         return MODELS[spec]
     if isinstance(spec, str) and ":" in spec:
-        return _import_spec(spec)
+        return import_ref(spec, what="model", signature="fn(hp, input_shape, num_classes) -> nn.Module")
     raise ConfigError(
         f"model={spec!r}: unknown; valid: {', '.join(sorted(MODELS))}, "
         "or 'package.module:function' naming fn(hp, input_shape, num_classes) -> nn.Module"

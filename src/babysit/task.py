@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from . import data as data_mod
+from ._optional import import_ref
 from . import losses, models
 from .config import TaskConfig
 from .data import Splits
@@ -64,20 +65,6 @@ def _build_name(fn: Callable[..., Any]) -> str | None:
     if not mod or mod == "__main__" or "<" in qual:
         return None
     return f"{mod}:{qual}"
-
-
-def _import_ref(ref: str) -> Any:
-    """Returns the object a "package.module:qualname" reference names."""
-    import importlib
-
-    mod_name, _, qual = ref.partition(":")
-    try:
-        obj: Any = importlib.import_module(mod_name)
-        for part in qual.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"cannot import {ref!r}: {exc}") from exc
-    return obj
 
 
 @dataclass(frozen=True, eq=False)
@@ -205,6 +192,6 @@ class Task:
             if ":" not in ref:
                 raise ConfigError(f"this run's model was built by {ref}, which babysit cannot rebuild; "
                                   "pass the task explicitly")
-            build = _import_ref(ref)
+            build = import_ref(ref, what="build", signature="build(hp) -> nn.Module")
         loss: Any = d.get("loss", "softmax")
         return cls(build=build, data=data, loss=loss, name=d.get("name"))
