@@ -81,7 +81,7 @@ def _section(d: Mapping[str, Any], name: str, cls: type) -> Any:
     raw = d.get(name, {})
     if not isinstance(raw, Mapping):
         raise ConfigError(f"[{name}] must be a table, got {raw!r}")
-    known = {f for f in cls.__dataclass_fields__}
+    known = set(getattr(cls, "__dataclass_fields__"))
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(f"[{name}] has unknown key(s) {unknown}; valid: {', '.join(sorted(known))}")
@@ -122,12 +122,12 @@ def parse_value(text: str) -> Any:
         return text
 
 
-def with_overrides(cfg: RunConfig, *, task: Mapping[str, Any] = (), hp: Mapping[str, Any] = (),
-                   train: Mapping[str, Any] = ()) -> RunConfig:
+def with_overrides(cfg: RunConfig, *, task: Mapping[str, Any] | None = None, hp: Mapping[str, Any] | None = None,
+                   train: Mapping[str, Any] | None = None) -> RunConfig:
     """Returns a copy of cfg with the given keys replaced (validated like the file)."""
-    t = dict(cfg.task.to_dict(), **dict(task))
-    tr = dict(cfg.train.to_dict(), **dict(train))
-    return from_dict({"task": t, "hp": {**cfg.hp, **dict(hp)}, "train": tr})
+    t = {**cfg.task.to_dict(), **(task or {})}
+    tr = {**cfg.train.to_dict(), **(train or {})}
+    return from_dict({"task": t, "hp": {**cfg.hp, **(hp or {})}, "train": tr})
 
 
 def replace_train(cfg: RunConfig, **kw: Any) -> RunConfig:

@@ -78,7 +78,7 @@ def closure_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Lo
             torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
         return loss
 
-    return float(optimizer.step(closure).detach())  # type: ignore[union-attr]
+    return float(optimizer.step(closure).detach())  # type: ignore[arg-type, attr-defined]
 
 
 @torch.no_grad()

@@ -81,7 +81,7 @@ class _Loop:
     history: list[EpochRecord] = field(default_factory=list)
 
     def state(self, val_acc: float) -> dict[str, Any]:
-        rng = {"torch": torch.get_rng_state(), "data": self.generator.get_state()}
+        rng: dict[str, Any] = {"torch": torch.get_rng_state(), "data": self.generator.get_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
         return {"format": 1, "epoch": self.epoch, "step": self.step, "val_acc": val_acc, "best_val": self.best_val,
@@ -228,7 +228,7 @@ def _run(task: Task, hp: dict[str, Any], epochs: int, run_dir: Path, seed: int, 
                    status="running", started=now(), device=str(dev), seed=seed, diverged_at=None)
     train_set = data_mod.to_device(task.splits.train, dev)
     val_set = data_mod.to_device(task.splits.val, dev)
-    train_eval = _train_subset(train_set, len(val_set), seed)
+    train_eval = _train_subset(train_set, len(val_set), seed)  # type: ignore[arg-type]
     status, diverged_at = "completed", None
     with _StopOnSigint() as stop:
         while loop.epoch < epochs:
