@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import json
 import math
@@ -354,6 +355,9 @@ def test_report_is_json_ready_and_readable() -> None:
     assert data["ok"] is False and data["worst"]["name"] == "0.bias" and len(data["entries"]) == len(rep.entries)
     assert set(data["by_tensor"]["0.bias"]) >= {"ok", "checked", "max_rel_error", "kinks_crossed", "verdict"}
     assert isinstance(rep, GradientReport) and "verdict" in str(rep) and "0.bias" in str(rep)
+    for record in (rep, rep.worst, rep.by_tensor["0.bias"]):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            record.ok = True  # type: ignore[misc]
 
 
 def test_every_tensor_is_sampled_at_both_edges_of_every_axis() -> None:

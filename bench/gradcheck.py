@@ -1,0 +1,190 @@
+"""Bench: babysit.check_gradients against torch.autograd.gradcheck (slow and fast_mode) on MLPs.
+
+Same network-and-loss function, float64, batch of 4, at ~5k and ~300k parameters: wall time (median of
+warm runs) and whether each tool localises a seeded bug (a zeroed column of the first layer's weight
+gradient, via a custom autograd.Function). torch's gradcheck takes the flattened parameters as its one
+input, which is how a whole model is passed to it.
+
+    PYTHONPATH=src .venv/bin/python bench/gradcheck.py [--reps 7] [--seeds 5] [--full-slow]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.autograd import Function
+from torch.autograd.gradcheck import GradcheckError
+
+from babysit.gradcheck import check_gradients
+from babysit.gradcheck.core import few_threads
+
+SIZES = {"5k": (40, 64, 32, 10), "300k": (784, 300, 200, 10)}
+SUBSET = 3000  # flattened parameters checked by torch's slow mode on the 300k model (then extrapolated)
+
+
+class ZeroColumn(Function):
+    """Linear whose backward zeroes one input column of the weight gradient (the seeded bug)."""
+
+    column = 17
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x, w)
+        return x @ w.t() + b
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> tuple:
+        x, w = ctx.saved_tensors
+        gw = g.t() @ x
+        gw[:, ZeroColumn.column] = 0
+        return g @ w, gw, g.sum(0)
+
+
+class BuggyLinear(nn.Linear):
+    """nn.Linear through ZeroColumn."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ZeroColumn.apply(x, self.weight, self.bias)
+
+
+def mlp(sizes: tuple[int, ...], buggy: bool, seed: int) -> nn.Module:
+    """Returns a float64 ReLU MLP; the first layer drops a gradient column when buggy."""
+    torch.manual_seed(seed)
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
+        layers += [(BuggyLinear if buggy and i == 0 else nn.Linear)(a, b), nn.ReLU()]
+    return nn.Sequential(*layers[:-1]).double()
+
+
+def batch(sizes: tuple[int, ...], seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Returns a float64 Gaussian batch of 4."""
+    gen = torch.Generator().manual_seed(100 + seed)
+    return torch.randn(4, sizes[0], generator=gen, dtype=torch.float64), torch.randint(0, 10, (4,), generator=gen)
+
+
+def flat_fn(model: nn.Module, xy: tuple, count: int | None = None) -> tuple[Callable, torch.Tensor]:
+    """Returns (f(flat) -> loss, flat): the model as a function of its flattened parameters.
+
+    With count, only the first `count` flattened parameters are inputs; the rest stay fixed.
+    """
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [p.shape for p in model.parameters()]
+    full = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    head = full[: count or full.numel()].clone().requires_grad_(True)
+    tail = full[head.numel():]
+
+    def f(v: torch.Tensor) -> torch.Tensor:
+        chunks = torch.cat([v, tail]).split([s.numel() for s in shapes])
+        params = {n: c.view(s) for n, c, s in zip(names, chunks, shapes)}
+        return F.cross_entropy(torch.func.functional_call(model, params, (xy[0],)), xy[1])
+
+    return f, head
+
+
+def torch_check(model: nn.Module, xy: tuple, fast: bool, count: int | None = None) -> tuple[float, bool, str]:
+    """Returns (seconds, passed, failure message) of torch.autograd.gradcheck."""
+    f, flat = flat_fn(model, xy, count)
+    work = sum(p.numel() for p in model.parameters()) * xy[0].shape[0]
+    start = time.perf_counter()
+    try:
+        with few_threads(work):  # the same thread setting babysit picks, so both pay the same per-op cost
+            torch.autograd.gradcheck(f, (flat,), fast_mode=fast)
+        return time.perf_counter() - start, True, ""
+    except GradcheckError as exc:
+        return time.perf_counter() - start, False, str(exc)
+
+
+def median_time(fn: Callable[[], Any], reps: int, warm: bool = True) -> float:
+    """Returns the median wall time of reps calls (after one warm-up call when warm)."""
+    if warm:
+        fn()
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def timings(label: str, reps: int, full_slow: bool) -> dict[str, Any]:
+    """Returns the wall times of babysit, torch fast_mode and torch slow mode on the correct model."""
+    sizes = SIZES[label]
+    model, xy = mlp(sizes, False, 0), batch(sizes, 0)
+    n = sum(p.numel() for p in model.parameters())
+    with torch.random.fork_rng():
+        ours = median_time(lambda: check_gradients(model, F.cross_entropy, xy), reps)
+        fast = median_time(lambda: torch_check(model, xy, True), reps)
+        if label == "5k" or full_slow:
+            big = label != "5k"  # minutes per run: one cold run (its own warm-up is a rounding error)
+            slow, slow_note = median_time(lambda: torch_check(model, xy, False), 1 if big else 3, not big), ""
+        else:
+            part = torch_check(model, xy, False, SUBSET)[0]
+            slow, slow_note = part * n / SUBSET, f"extrapolated from {SUBSET} of {n} params"
+    return {"label": label, "params": n, "ours": ours, "fast": fast, "slow": slow, "slow_note": slow_note}
+
+
+def localisation(label: str, seeds: int, full_slow: bool) -> dict[str, Any]:
+    """Returns, per tool, how many seeds caught the zeroed column, whether it names the parameter, msg bytes."""
+    sizes = SIZES[label]
+    ZeroColumn.column = 17 if label == "5k" else 137
+    caught = {"ours": 0, "fast": 0, "slow": 0}
+    named, exact, sizes_b = 0, 0, {"ours": 0, "fast": 0, "slow": 0}
+    for seed in range(seeds):
+        model, xy = mlp(sizes, True, seed), batch(sizes, seed)
+        rep = check_gradients(model, F.cross_entropy, xy, seed=seed)
+        caught["ours"] += not rep.ok
+        named += bool(rep.worst and rep.worst.name == "0.weight")
+        exact += bool(rep.worst and rep.worst.index and rep.worst.index[1] == ZeroColumn.column)
+        sizes_b["ours"] = max(sizes_b["ours"], len(str(rep).encode()))
+        torch.manual_seed(seed)
+        _, ok, msg = torch_check(model, xy, True)
+        caught["fast"] += not ok
+        sizes_b["fast"] = max(sizes_b["fast"], len(msg.encode()))
+        if seed == 0:  # slow mode is deterministic: one run says it all
+            count = None if (label == "5k" or full_slow) else SUBSET
+            _, ok, msg = torch_check(model, xy, False, count)
+            caught["slow"] = 0 if ok else seeds
+            sizes_b["slow"] = len(msg.encode())
+            slow_names = "0.weight" in msg
+    return {"caught": caught, "named": named, "exact": exact, "bytes": sizes_b, "slow_names": slow_names,
+            "seeds": seeds}
+
+
+def main() -> None:
+    """Prints the timing table, the ratios and the localisation table."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--reps", type=int, default=7)
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--full-slow", action="store_true", help="run torch's slow mode on all 300k parameters")
+    args = ap.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} cores; both tools run with 1 intra-op thread "
+          f"(babysit's choice for small forwards); float64, batch 4, median of {args.reps} warm runs "
+          "(torch slow mode: 3 runs on 5k, 1 on 300k)")
+    print("\nwall time (s)      params   babysit   torch fast   torch slow      fast/ours   slow/ours")
+    for label in SIZES:
+        t = timings(label, args.reps, args.full_slow)
+        print(f"  {label:<6} {t['params']:>14,} {t['ours']:>9.4f} {t['fast']:>12.4f} {t['slow']:>12.2f}"
+              f" {t['fast'] / t['ours']:>14.1f}x {t['slow'] / t['ours']:>10.0f}x  {t['slow_note']}")
+    print(f"\nseeded bug: zeroed weight-gradient column of the first layer, {args.seeds} seeds")
+    print(f"  {'model':<6} {'tool':<12} {'caught':<20} {'names the parameter':<32} failure message bytes")
+    for label in SIZES:
+        r = localisation(label, args.seeds, args.full_slow)
+        n, b = r["seeds"], r["bytes"]
+        subset = " (subset)" if label == "300k" and not args.full_slow else ""
+        flat = "no: 'input 0', the flat vector"
+        rows = [("babysit", f"{r['caught']['ours']}/{n}", f"yes {r['named']}/{n}, column {r['exact']}/{n}", b["ours"]),
+                ("torch fast", f"{r['caught']['fast']}/{n}", flat, b["fast"]),
+                ("torch slow", f"{r['caught']['slow']}/{n}{subset}", "yes" if r["slow_names"] else flat, b["slow"])]
+        for tool, caught, names, size in rows:
+            print(f"  {label:<6} {tool:<12} {caught:<20} {names:<32} {size if size else '- (passed)':>8}")
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""Which coordinates and directions of a tensor to check.
+
+The notes: "make sure to gradient check a few dimensions for every separate parameter" (biases are a
+tiny part of one flat vector), so sampling is per tensor, stratified, with both edges of every axis.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+__all__ = ["fresh_coordinate", "random_directions", "stratified_coordinates"]
+
+Index = tuple[int, ...]
+
+
+def _axis_values(size: int, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Returns n indices along one axis: one per stratum, with 0 first and size-1 second.
+
+    Off-by-one bugs live at the edges, so both edges are always among the values.
+    """
+    if size <= n:
+        rest = rng.permutation(size)
+        values = np.concatenate([[0, size - 1], rest[(rest != 0) & (rest != size - 1)]]) if size > 1 else rest
+        reps = math.ceil(n / len(values))
+        return np.tile(values, reps)[:n]
+    edges = np.linspace(0, size, n + 1).astype(np.int64)
+    picks = rng.integers(edges[:-1], np.maximum(edges[1:], edges[:-1] + 1))
+    picks[0], picks[-1] = 0, size - 1
+    return np.concatenate([[picks[0], picks[-1]], rng.permutation(picks[1:-1])])
+
+
+def stratified_coordinates(shape: tuple[int, ...], n: int, rng: np.random.Generator) -> list[Index]:
+    """Returns at least min(n, numel) distinct indices of a tensor, covering both edges of every axis.
+
+    Every coordinate when numel <= n; else entry 0 is all-first, entry 1 all-last, the rest stratified.
+    """
+    numel = math.prod(shape)
+    if numel <= n:
+        return [tuple(int(i) for i in np.unravel_index(k, shape)) for k in range(numel)] if shape else [()]
+    n = max(n, 2)
+    columns = [_axis_values(size, n, rng) for size in shape]
+    for col in columns[1:]:
+        col[2:] = rng.permutation(col[2:])
+    chosen: list[Index] = []
+    seen: set[Index] = set()
+    for row in zip(*columns):
+        idx = tuple(int(i) for i in row)
+        if idx not in seen:
+            seen.add(idx)
+            chosen.append(idx)
+    while len(chosen) < n:
+        idx = fresh_coordinate(shape, seen, rng)
+        seen.add(idx)
+        chosen.append(idx)
+    return chosen
+
+
+def fresh_coordinate(shape: tuple[int, ...], taken: set[Index], rng: np.random.Generator) -> Index:
+    """Returns a random index not in `taken` (or any index when every one is taken)."""
+    numel = math.prod(shape)
+    for _ in range(32):
+        flat = int(rng.integers(numel)) if numel > 1 else 0
+        idx = tuple(int(i) for i in np.unravel_index(flat, shape)) if shape else ()
+        if idx not in taken:
+            return idx
+    return idx
+
+
+def random_directions(like: torch.Tensor, n: int, seed: int) -> list[torch.Tensor]:
+    """Returns n unit-norm Gaussian directions shaped like `like` (float64, its device).
+
+    A directional derivative touches every element at once, so a bug confined to one row, column or
+    element shows up as a relative error of about its share of the gradient norm.
+    """
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    out = []
+    for _ in range(n):
+        v = torch.randn(like.shape, generator=gen, dtype=torch.float64)
+        out.append((v / v.norm()).to(like.device))
+    return out
