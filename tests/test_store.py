@@ -50,6 +50,7 @@ def test_a_stray_temporary_file_is_never_the_latest(tmp_path):
     assert [c.epoch for c in list_checkpoints(tmp_path)] == [1]
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_checkpoints_are_never_unpickled(tmp_path):
     class Evil:
         def __reduce__(self):

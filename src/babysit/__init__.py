@@ -6,10 +6,12 @@ every run in a run directory (the practices of the notes "Learning and Evaluatio
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
-from . import config, data, errors, losses, models, optim, step, store
+from ._version import __version__
+from . import config, data, errors, gradcheck, losses, models, optim, sanity, step, store
 from .data import Splits
+from .gradcheck import GradientReport, assert_gradients, check_function, check_gradients
+from .preflight import PreflightReport, check_task
+from .sanity import SanityReport, sanity_checks
 from .errors import BabysitError, CheckFailed, ConfigError, DataError, MissingExtra, StoreError
 from .runs import evaluate, load
 from .step import Evaluation, StepRecord
@@ -18,7 +20,8 @@ from .task import Task
 from .train import train
 
 __all__ = sorted([
-    "BabysitError", "CheckFailed", "ConfigError", "DataError", "EpochRecord", "Evaluation", "MissingExtra", "Run",
-    "Splits", "StepRecord", "StoreError", "Task", "__version__", "config", "data", "errors", "evaluate", "load",
-    "losses", "models", "optim", "step", "store", "train",
+    "BabysitError", "CheckFailed", "ConfigError", "DataError", "EpochRecord", "Evaluation", "GradientReport",
+    "MissingExtra", "PreflightReport", "Run", "SanityReport", "Splits", "StepRecord", "StoreError", "Task",
+    "__version__", "assert_gradients", "check_function", "check_gradients", "check_task", "config", "data", "errors",
+    "evaluate", "gradcheck", "load", "losses", "models", "optim", "sanity", "sanity_checks", "step", "store", "train",
 ])

@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from . import __version__
 from .config import RunConfig, from_dict, load_config, parse_value, with_overrides
 from .errors import BabysitError
+from .preflight import check_task
 from .runs import evaluate
 from .store import EpochRecord, Run
 from .task import Task
@@ -60,6 +60,14 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint")
     r.add_argument("--force", action="store_true", help="overwrite a run already in --run-dir")
     r.add_argument("--json", action="store_true", help="print the run as JSON instead of a table")
+    c = sub.add_parser("check", help="preflight: gradient checks and sanity checks; exit 0 when all pass, 1 otherwise")
+    _add_run_options(c)
+    c.add_argument("--seed", type=int, help="seed of the checks' models and samples")
+    c.add_argument("--threads", type=int, help="torch.set_num_threads")
+    c.add_argument("--only", action="append", metavar="CHECK",
+                   help="run only these sanity checks (repeatable): chance_loss, reg_raises_loss, overfit_tiny, "
+                        "learnable_signal, batch_independence, params_get_gradient")
+    c.add_argument("--json", action="store_true", help="print the report as JSON")
     return p
 
 
@@ -147,15 +155,40 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
     return {"completed": EXIT_OK, "interrupted": EXIT_INTERRUPTED}.get(run.status, EXIT_FAILED)
 
 
+def cmd_check(args: argparse.Namespace, console: Console) -> int:
+    """Runs `babysit check`; returns 0 when every check passes, 1 otherwise."""
+    cfg = build_config(args)
+    if cfg.train.threads:
+        import torch
+
+        torch.set_num_threads(cfg.train.threads)
+    task = Task.from_config(cfg.task)
+    with console.status("gradient checks and sanity checks...") if console.is_terminal else _nothing():
+        report = check_task(task, cfg.hp, seed=cfg.train.seed, checks=args.only)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2, default=str))
+    else:
+        console.print(str(report), highlight=False, markup=False, soft_wrap=True)
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the babysit command line; returns the exit code."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     console = Console()
     try:
-        return {"train": cmd_train}[args.command](args, console)
+        return {"train": cmd_train, "check": cmd_check}[args.command](args, console)
     except BabysitError as exc:
-        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
 
 

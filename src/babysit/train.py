@@ -20,7 +20,7 @@ from typing import Any, Mapping, Protocol, Sequence
 import torch
 from torch import nn
 
-from . import __version__
+from ._version import __version__
 from . import data as data_mod
 from .errors import ConfigError, StoreError
 from .losses import reg_params as weights_of
