@@ -91,3 +91,27 @@ def test_newer_schema_is_refused(tmp_path):
     RunStore(tmp_path).set_meta(schema_version=99)
     with pytest.raises(StoreError, match="schema version 99"):
         RunStore(tmp_path)
+
+
+def test_background_writer_writes_in_order_and_reports_errors(tmp_path):
+    from babysit.store import CheckpointWriter
+
+    w = CheckpointWriter(tmp_path, keep_last=1)
+    for epoch, val in [(1, 0.9), (2, 0.5), (3, 0.6)]:
+        w.save(epoch, val, {"w": torch.full((3,), float(epoch))})
+    w.close()
+    assert [c.path.name for c in list_checkpoints(tmp_path)] == ["epoch-001_val-0.9000.pt", "epoch-003_val-0.6000.pt"]
+    # a snapshot is taken at save(): later changes to the tensor do not leak into the file
+    t = torch.zeros(2)
+    w = CheckpointWriter(tmp_path / "b")
+    w.save(1, 0.5, {"w": t})
+    t += 7
+    w.close()
+    assert load_checkpoint(list_checkpoints(tmp_path / "b")[0].path)["w"].tolist() == [0.0, 0.0]
+    (tmp_path / "file").write_text("not a directory")
+    w = CheckpointWriter(tmp_path / "file")
+    w.save(1, 0.5, {"w": t})
+    with pytest.raises(OSError):
+        w.close()
+    with pytest.raises(StoreError):
+        CheckpointWriter(tmp_path).save(1, 2.0, {})

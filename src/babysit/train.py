@@ -26,8 +26,8 @@ from .errors import ConfigError, StoreError
 from .losses import reg_params as weights_of
 from .optim import DEFAULT_LR, build_optimizer, build_schedule, is_full_batch
 from .step import StepRecord, closure_step, evaluate, train_step
-from .store import (EpochRecord, Run, RunStore, best_of, list_checkpoints, load_checkpoint, now, read_config,
-                    save_checkpoint, write_config)
+from .store import (CheckpointWriter, EpochRecord, Run, RunStore, best_of, list_checkpoints, load_checkpoint, now,
+                    read_config, write_config)
 from .task import Task, validate_hp
 
 __all__ = ["train", "Observer", "resolve_hp", "pick_device"]
@@ -204,12 +204,13 @@ def train(task: Task, hp: Mapping[str, Any], *, epochs: int, run_dir: str | Path
     ckpt = _prepare_dir(run_dir, config, resume, force)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_config(run_dir, config)
-    store = RunStore(run_dir)
+    store, writer = RunStore(run_dir), CheckpointWriter(run_dir)
     try:
         if ckpt is not None:
             loop.restore(ckpt)
-        return _run(task, hp, epochs, run_dir, seed, dev, loop, store, observers)
+        return _run(task, hp, epochs, run_dir, seed, dev, loop, store, writer, observers)
     finally:
+        writer.close()
         store.close()
 
 
@@ -221,7 +222,7 @@ def _setup(task: Task, hp: Mapping[str, Any], seed: int, dev: torch.device) -> _
 
 
 def _run(task: Task, hp: dict[str, Any], epochs: int, run_dir: Path, seed: int, dev: torch.device,
-         loop: _Loop, store: RunStore, observers: Sequence[Any]) -> Run:
+         loop: _Loop, store: RunStore, writer: CheckpointWriter, observers: Sequence[Any]) -> Run:
     store.truncate_after(loop.step)
     loop.history = list(store.history())
     store.set_meta(schema_version=1, babysit_version=__version__, torch_version=torch.__version__,
@@ -237,9 +238,10 @@ def _run(task: Task, hp: dict[str, Any], epochs: int, run_dir: Path, seed: int, 
                 status = "interrupted" if outcome == "interrupted" else "diverged"
                 diverged_at = loop.step if outcome == "diverged" else None
                 break
-            if _end_epoch(task, hp, loop, val_set, train_eval, store, run_dir, observers):
+            if _end_epoch(task, hp, loop, val_set, train_eval, store, writer, observers):
                 store.set_meta(early_stopped_at=loop.epoch)
                 break
+    writer.wait()
     store.flush()
     store.set_meta(status=status, diverged_at=diverged_at, finished=now())
     best = best_of(list_checkpoints(run_dir))
@@ -260,7 +262,8 @@ def _epoch(task: Task, hp: Mapping[str, Any], loop: _Loop, train_set: Any, store
     step_fn = closure_step if full_batch else train_step
     loop.epoch_started = time.perf_counter()
     for i, (x, y) in enumerate(data_mod.batches(train_set, bs, shuffle=not full_batch, generator=loop.generator)):
-        lr = loop.schedule.apply(loop.optimizer, loop.epoch + i / nb)
+        if i == 0 or not loop.schedule.per_epoch:
+            lr = loop.schedule.apply(loop.optimizer, loop.epoch + i / nb)
         loss = step_fn(loop.model, x, y, task.loss_fn, weights, reg, loop.optimizer, clip)
         loop.step += 1
         at = loop.epoch + (i + 1) / nb
@@ -276,7 +279,7 @@ def _epoch(task: Task, hp: Mapping[str, Any], loop: _Loop, train_set: Any, store
 
 
 def _end_epoch(task: Task, hp: Mapping[str, Any], loop: _Loop, val_set: Any, train_eval: Any, store: RunStore,
-               run_dir: Path, observers: Sequence[Any]) -> bool:
+               writer: CheckpointWriter, observers: Sequence[Any]) -> bool:
     """Evaluates, records and checkpoints the finished epoch; returns True when early stopping fires."""
     loop.epoch += 1
     val = evaluate(loop.model, val_set, task.loss_fn)
@@ -292,7 +295,7 @@ def _end_epoch(task: Task, hp: Mapping[str, Any], loop: _Loop, val_set: Any, tra
     loop.history.append(record)
     store.log_epoch(loop.step, record)
     store.flush()
-    save_checkpoint(run_dir, loop.epoch, val.accuracy, loop.state(val.accuracy))
+    writer.save(loop.epoch, val.accuracy, loop.state(val.accuracy))
     _notify(observers, "on_epoch", record)
     patience = hp.get("early_stop")
     return patience is not None and loop.stale >= int(patience)

@@ -213,6 +213,8 @@ class Schedule:
         self.plateau: Plateau | None = None
         if self.name == "plateau":
             self.plateau = Plateau(self._lr.plateau_factor, self._lr.plateau_patience)
+        # True when the lr and momentum can only change between epochs (constant, plateau; no momentum schedule)
+        self.per_epoch = self.name in ("constant", "plateau") and self._momentum is None
 
     def lr(self, epoch: float) -> float:
         """Returns the learning rate at epoch: base lr x schedule factor x plateau decays so far."""

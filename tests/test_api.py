@@ -1,0 +1,35 @@
+"""The public API: a pinned, sorted __all__ (DESIGN.md section 3); everything in it is importable."""
+
+from __future__ import annotations
+
+import babysit as bs
+
+PUBLIC = [
+    "BabysitError", "CheckFailed", "ConfigError", "DataError", "EpochRecord", "Evaluation", "GradientReport",
+    "MissingExtra", "PreflightReport", "Run", "SanityReport", "Splits", "StepRecord", "StoreError", "Task",
+    "__version__", "assert_gradients", "check_function", "check_gradients", "check_task", "config", "data", "errors",
+    "evaluate", "gradcheck", "load", "losses", "models", "optim", "sanity", "sanity_checks", "step", "store", "train",
+]
+
+
+def test_all_is_pinned_and_sorted():
+    assert bs.__all__ == sorted(bs.__all__)
+    assert bs.__all__ == PUBLIC
+    for name in bs.__all__:
+        assert getattr(bs, name) is not None
+
+
+def test_names_from_the_notes():
+    assert set(bs.optim.RULES) == {"sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "lbfgs"}
+    assert set(bs.optim.SCHEDULES) == {"constant", "step", "exp", "inv_t", "plateau"}
+    assert bs.sanity.SANITY_CHECKS == ("chance_loss", "reg_raises_loss", "overfit_tiny", "learnable_signal",
+                                       "batch_independence", "params_get_gradient")
+
+
+def test_error_tree():
+    assert issubclass(bs.ConfigError, bs.BabysitError) and issubclass(bs.ConfigError, ValueError)
+    assert issubclass(bs.CheckFailed, AssertionError) and issubclass(bs.MissingExtra, ImportError)
+    try:
+        bs._optional.require("surely_not_installed_pkg", extra="ray")
+    except bs.MissingExtra as exc:
+        assert "pip install 'babysit[ray]'" in str(exc)
