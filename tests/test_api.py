@@ -29,7 +29,7 @@ def test_names_from_the_notes():
 def test_error_tree():
     assert issubclass(bs.ConfigError, bs.BabysitError) and issubclass(bs.ConfigError, ValueError)
     assert issubclass(bs.CheckFailed, AssertionError) and issubclass(bs.MissingExtra, ImportError)
-    try:
+    import pytest
+
+    with pytest.raises(bs.MissingExtra, match=r"pip install 'babysit\[ray\]'"):
         bs._optional.require("surely_not_installed_pkg", extra="ray")
-    except bs.MissingExtra as exc:
-        assert "pip install 'babysit[ray]'" in str(exc)
