@@ -17,6 +17,7 @@ import json, sys, time, torch
 import babysit as bs
 torch.set_num_threads(1)
 run_dir, epochs, resume, slow_after = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1", int(sys.argv[4])
+interval = float(sys.argv[5]) if len(sys.argv) > 5 else 5.0
 class Beacon:
     def on_step(self, r):
         print(f"step {r.step} {r.epoch:.4f}", flush=True)
@@ -25,7 +26,8 @@ class Beacon:
 task = bs.Task(build="mlp", data=bs.data.load("digits", seed=0))
 hp = {"optimizer": "nesterov", "lr": 0.05, "width": 64, "dropout": 0.2, "batch_size": 32,
       "schedule": "step", "step_every": 2, "step_factor": 0.5}
-run = bs.train(task, hp, epochs=epochs, run_dir=run_dir, resume=resume, observers=[Beacon()])
+run = bs.train(task, hp, epochs=epochs, run_dir=run_dir, resume=resume, observers=[Beacon()],
+               checkpoint_interval=interval)
 print("RESULT " + json.dumps(run.to_dict()), flush=True)
 """
 
@@ -56,16 +58,17 @@ def _kill_at(proc, step: int, sig: int) -> None:
 
 
 @pytest.mark.slow
-def test_sigkill_mid_epoch_then_resume_gives_identical_numbers(tmp_path):
+@pytest.mark.parametrize("interval, on_disk", [(0, ["epoch-001", "epoch-002"]), (3600, ["epoch-001"])])
+def test_sigkill_mid_epoch_then_resume_gives_identical_numbers(tmp_path, interval, on_disk):
     epochs = 4
     reference = _run([tmp_path / "ref", epochs, 0, 0])
-    steps_per_epoch = 36  # digits: 1149 train examples / 32
-    killed = _run([tmp_path / "run", epochs, 0, 2 * steps_per_epoch + 10])
+    steps_per_epoch = 36  # digits: 1150 train examples / 32
+    killed = _run([tmp_path / "run", epochs, 0, 2 * steps_per_epoch + 10, interval])
     _kill_at(killed, 2 * steps_per_epoch + 12, signal.SIGKILL)  # in the middle of epoch 3
     killed.wait(timeout=60)
     assert killed.returncode == -signal.SIGKILL
     ckpts = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
-    assert [n[:9] for n in ckpts if n.endswith(".pt") and not n.startswith(".")] == ["epoch-001", "epoch-002"]
+    assert [n[:9] for n in ckpts if n.endswith(".pt") and not n.startswith(".")] == on_disk
     resumed = _result(_run([tmp_path / "run", epochs, 1, 0]))
     ref = _result(reference)
     assert resumed["status"] == "completed"

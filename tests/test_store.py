@@ -115,3 +115,23 @@ def test_background_writer_writes_in_order_and_reports_errors(tmp_path):
         w.close()
     with pytest.raises(StoreError):
         CheckpointWriter(tmp_path).save(1, 2.0, {})
+
+
+def test_writer_interval_keeps_every_best_and_last_in_memory_until_written(tmp_path):
+    from babysit.store import CheckpointWriter
+
+    now = [0.0]
+    w = CheckpointWriter(tmp_path, keep_last=1, interval=10.0, clock=lambda: now[0])
+    w.save(1, 0.5, {"w": torch.ones(1)})          # first save: written at once
+    now[0] = 1.0
+    w.save(2, 0.8, {"w": torch.ones(1) * 2})      # best, pending
+    now[0] = 2.0
+    w.save(3, 0.6, {"w": torch.ones(1) * 3})      # last, pending
+    w._pool.submit(lambda: None).result()         # let queued writes land
+    assert [c.epoch for c in list_checkpoints(tmp_path)] == [1]
+    now[0] = 12.0
+    w.save(4, 0.7, {"w": torch.ones(1) * 4})      # interval passed: the best (2) and the last (4) are written
+    w.close()
+    assert [c.path.name for c in list_checkpoints(tmp_path)] == ["epoch-002_val-0.8000.pt", "epoch-004_val-0.7000.pt"]
+    with pytest.raises(StoreError, match="interval"):
+        CheckpointWriter(tmp_path, interval=-1)

@@ -26,7 +26,7 @@ def test_tiny_mlp_really_learns_the_spiral(spiral_task, tmp_path):
 
 
 def test_run_directory_layout(spiral_task, tmp_path):
-    run = bs.train(spiral_task, HP, epochs=5, run_dir=tmp_path / "r")
+    run = bs.train(spiral_task, HP, epochs=5, run_dir=tmp_path / "r", checkpoint_interval=0)
     d = run.dir
     assert (d / "config.toml").is_file() and (d / "run.sqlite").is_file()
     cfg = bs.store.read_config(d)
@@ -235,3 +235,14 @@ def test_clip_norm_bounds_the_update(spiral_task):
     bs.step.train_step(model, x * 100, y, bs.losses.softmax_loss, [], 0.0, opt, clip_norm=1e-3)
     moved = torch.sqrt(sum(((p - b) ** 2).sum() for p, b in zip(model.parameters(), before)))
     assert moved.item() == pytest.approx(1e-3, rel=1e-3)
+
+
+def test_checkpoint_interval_defers_writes_but_keeps_the_best_and_the_last(spiral_task, tmp_path):
+    run = bs.train(spiral_task, HP, epochs=6, run_dir=tmp_path / "r", checkpoint_interval=3600)
+    written = {c.epoch for c in list_checkpoints(run.dir)}
+    best = max(run.history, key=lambda r: (r.val_acc, -r.epoch))
+    # the first epoch is written at once, then nothing until the end: the best and the last
+    assert written == {1, best.epoch, 6} or written == {best.epoch, 6}
+    assert run.best_checkpoint.name.startswith(f"epoch-{best.epoch:03d}_")
+    with pytest.raises(ConfigError, match="checkpoint_interval=-1"):
+        bs.train(spiral_task, HP, epochs=1, run_dir=tmp_path / "x", checkpoint_interval=-1)

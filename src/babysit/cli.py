@@ -57,6 +57,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--run-dir", help="where the run directory goes (default runs/<data>-<model>-<time>)")
     r.add_argument("--device", help="auto (CUDA when present), cpu or cuda")
     r.add_argument("--threads", type=int, help="torch.set_num_threads")
+    r.add_argument("--checkpoint-interval", type=float, metavar="SECONDS",
+                   help="at most one checkpoint write per this many seconds (default 5; 0: every epoch)")
     r.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint")
     r.add_argument("--force", action="store_true", help="overwrite a run already in --run-dir")
     r.add_argument("--json", action="store_true", help="print the run as JSON instead of a table")
@@ -88,7 +90,9 @@ def build_config(args: argparse.Namespace) -> RunConfig:
     train_over = {k: v for k, v in (("epochs", getattr(args, "epochs", None)), ("seed", getattr(args, "seed", None)),
                                     ("run_dir", getattr(args, "run_dir", None)),
                                     ("device", getattr(args, "device", None)),
-                                    ("threads", getattr(args, "threads", None))) if v is not None}
+                                    ("threads", getattr(args, "threads", None)),
+                                    ("checkpoint_interval", getattr(args, "checkpoint_interval", None)))
+                  if v is not None}
     return with_overrides(cfg, task=task, hp=hp, train=train_over)
 
 
@@ -114,6 +118,8 @@ class _Progress:
 
 def _summary(run: Run, test_acc: float | None, seconds: float) -> Table:
     t = Table(title=f"babysit run: {run.status}", show_header=False)
+    t.add_column("what", no_wrap=True)
+    t.add_column("value", overflow="fold")
     last = run.history[-1] if run.history else None
     best = max(run.history, key=lambda r: r.val_acc) if run.history else None
     rows = [("run directory", str(run.dir)), ("status", run.status), ("epochs", str(len(run.history)))]
@@ -144,7 +150,8 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
     start = time.perf_counter()
     with progress.progress:
         run = train(task, cfg.hp, epochs=cfg.train.epochs, run_dir=run_dir, seed=cfg.train.seed,
-                    device=cfg.train.device, resume=args.resume, force=args.force, observers=[progress])
+                    device=cfg.train.device, resume=args.resume, force=args.force, observers=[progress],
+                    checkpoint_interval=cfg.train.checkpoint_interval)
     test_acc = None
     if run.best_checkpoint is not None and task.splits.test is not None:
         test_acc = evaluate(run.dir, task.splits.test, task=task).accuracy

@@ -49,12 +49,16 @@ class TrainConfig:
     run_dir: str | None = None
     device: str = "auto"
     threads: int | None = None
+    checkpoint_interval: float = 5.0
 
     def __post_init__(self) -> None:
         _require_int("train.epochs", self.epochs, minimum=1)
         _require_int("train.seed", self.seed, minimum=0)
         if self.threads is not None:
             _require_int("train.threads", self.threads, minimum=1)
+        ci = self.checkpoint_interval
+        if isinstance(ci, bool) or not isinstance(ci, (int, float)) or ci < 0:
+            raise ConfigError(f"train.checkpoint_interval={ci!r}: must be >= 0 seconds (0: every epoch)")
         if self.device not in ("auto", "cpu") and not str(self.device).startswith("cuda"):
             raise ConfigError(f"train.device={self.device!r}: use 'auto', 'cpu' or 'cuda[:N]'")
 

@@ -7,6 +7,7 @@ only, and are loaded with torch.load(weights_only=True): a run directory is neve
 from __future__ import annotations
 
 import io
+import math
 import os
 import re
 import sqlite3
@@ -15,7 +16,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import torch
 import tomli_w
@@ -168,32 +169,55 @@ def _snapshot(x: Any) -> Any:
 
 
 class CheckpointWriter:
-    """Writes checkpoints from a background thread, so a training step never waits on the disk.
+    """Writes checkpoints from a background thread, at most one batch of writes per `interval` seconds.
 
-    The state is serialised at once (a consistent snapshot); writing, fsync, rename and pruning
-    happen in order on one worker. wait() raises any error a write met.
+    Every epoch's state is snapshotted (tensors copied), so the best and the latest are never lost;
+    they are written when `interval` has passed since the last write, and always by wait()/close().
+    A killed run loses at most `interval` seconds of work, and resumes exactly from what is on disk.
+    Writing, fsync, rename and pruning happen in order on one worker; wait() raises any write error.
     """
 
-    def __init__(self, run_dir: str | Path, *, keep_last: int = 2) -> None:
-        self.run_dir, self.keep_last = Path(run_dir), keep_last
+    def __init__(self, run_dir: str | Path, *, keep_last: int = 2, interval: float = 0.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if interval < 0:
+            raise StoreError(f"checkpoint interval={interval!r}: must be >= 0 seconds (0: every epoch)")
+        self.run_dir, self.keep_last, self.interval, self._clock = Path(run_dir), keep_last, interval, clock
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="babysit-checkpoint")
-        self._pending: list[Future[Path]] = []
+        self._futures: list[Future[Path]] = []
+        self._best_val = -math.inf
+        self._best: tuple[int, float, Any] | None = None
+        self._last: tuple[int, float, Any] | None = None
+        self._written_at = -math.inf
 
     def save(self, epoch: int, val_acc: float, payload: Mapping[str, Any]) -> None:
-        """Snapshots payload now (tensors copied) and queues its serialisation and atomic write."""
+        """Snapshots payload now; writes it (and an unwritten best) when the interval has passed."""
         checkpoint_name(epoch, val_acc)  # refuse a bad score here, not in the worker
-        snapshot = _snapshot(payload)
-        self._pending.append(self._pool.submit(
-            lambda: _write_checkpoint(self.run_dir, epoch, val_acc, _serialise(snapshot), self.keep_last)))
+        snap = (epoch, val_acc, _snapshot(payload))
+        if val_acc > self._best_val:
+            self._best_val, self._best = val_acc, snap
+        self._last = snap
+        if self._clock() - self._written_at >= self.interval:
+            self.flush()
+
+    def flush(self) -> None:
+        """Queues the writes of the snapshots not yet on disk (the best first, then the latest)."""
+        for epoch, val, state in {id(s): s for s in (self._best, self._last) if s is not None}.values():
+            self._futures.append(self._pool.submit(self._write, epoch, val, state))
+        self._best = self._last = None
+        self._written_at = self._clock()
+
+    def _write(self, epoch: int, val: float, state: Any) -> Path:
+        return _write_checkpoint(self.run_dir, epoch, val, _serialise(state), self.keep_last)
 
     def wait(self) -> None:
-        """Returns when every queued checkpoint is on disk; raises the first write error."""
-        pending, self._pending = self._pending, []
-        for f in pending:
+        """Returns when every snapshot is on disk; raises the first write error."""
+        self.flush()
+        futures, self._futures = self._futures, []
+        for f in futures:
             f.result()
 
     def close(self) -> None:
-        """Waits for the queued writes and stops the worker."""
+        """Writes what is pending and stops the worker."""
         try:
             self.wait()
         finally:

@@ -187,14 +187,20 @@ def _notify(observers: Sequence[Any], method: str, record: Any) -> None:
 
 def train(task: Task, hp: Mapping[str, Any], *, epochs: int, run_dir: str | Path, seed: int = 0,
           batch_size: int | None = None, resume: bool = False, force: bool = False,
-          device: str | torch.device = "auto", observers: Sequence[Any] = ()) -> Run:
+          device: str | torch.device = "auto", observers: Sequence[Any] = (),
+          checkpoint_interval: float = 5.0) -> Run:
     """Returns the Run after training task's model with hp for `epochs` epochs, kept in run_dir.
 
     A NaN/inf loss ends the run as "diverged" (no exception); Ctrl-C ends it as "interrupted" after
     the current step; resume=True continues from the last checkpoint with the same numbers.
+    checkpoint_interval: at most one checkpoint write per this many seconds (0: every epoch); the
+    best and the last epoch are always on disk when train returns.
     """
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ConfigError(f"epochs={epochs!r}: must be an integer >= 1")
+    if isinstance(checkpoint_interval, bool) or not isinstance(checkpoint_interval, (int, float)) \
+            or checkpoint_interval < 0:
+        raise ConfigError(f"checkpoint_interval={checkpoint_interval!r}: must be >= 0 seconds (0: every epoch)")
     hp = resolve_hp(hp, batch_size)
     dev = pick_device(device)
     run_dir = Path(run_dir)
@@ -204,7 +210,7 @@ def train(task: Task, hp: Mapping[str, Any], *, epochs: int, run_dir: str | Path
     ckpt = _prepare_dir(run_dir, config, resume, force)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_config(run_dir, config)
-    store, writer = RunStore(run_dir), CheckpointWriter(run_dir)
+    store, writer = RunStore(run_dir), CheckpointWriter(run_dir, interval=checkpoint_interval)
     try:
         if ckpt is not None:
             loop.restore(ckpt)
