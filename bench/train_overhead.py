@@ -7,6 +7,7 @@ fixed subset the size of the validation set (as babysit does, and as the notes a
 measures validation accuracy only. Runs are interleaved; the medians are printed.
 
     .venv/bin/python bench/train_overhead.py [--reps 7] [--epochs 10] [--width 512] [--threads 2]
+        [--checkpoint-interval 5]
 """
 
 from __future__ import annotations
@@ -54,10 +55,11 @@ def hand_loop(splits, hp, epochs, seed, train_acc: bool) -> float:
     return val_acc
 
 
-def babysit_run(task, hp, epochs, seed) -> float:
+def babysit_run(task, hp, epochs, seed, checkpoint_interval: float = 5.0) -> float:
     d = tempfile.mkdtemp(prefix="bench-babysit-")
     try:
-        return bs.train(task, hp, epochs=epochs, run_dir=d, seed=seed, device="cpu").history[-1].val_acc
+        return bs.train(task, hp, epochs=epochs, run_dir=d, seed=seed, device="cpu",
+                        checkpoint_interval=checkpoint_interval).history[-1].val_acc
     finally:
         shutil.rmtree(d)
 
@@ -69,12 +71,14 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=512)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--checkpoint-interval", type=float, default=5.0,
+                    help="babysit's checkpoint_interval in seconds (0: a checkpoint every epoch)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     splits = bs.data.load("mnist1d")
     task = bs.Task(build="mlp", data=splits)
     hp = {"optimizer": "nesterov", "lr": 0.05, "reg": 1e-4, "width": a.width, "depth": 2, "batch_size": a.batch_size}
-    runners = {"babysit": lambda: babysit_run(task, hp, a.epochs, 0),
+    runners = {"babysit": lambda: babysit_run(task, hp, a.epochs, 0, a.checkpoint_interval),
                "hand (same work)": lambda: hand_loop(splits, hp, a.epochs, 0, True),
                "hand (minimal)": lambda: hand_loop(splits, hp, a.epochs, 0, False)}
     for fn in runners.values():  # warm-up
@@ -90,7 +94,7 @@ def main() -> None:
             cpu[k].append(time.process_time() - c)
     steps = a.epochs * math.ceil(len(splits.train) / a.batch_size)
     print(f"MNIST-1D MLP width {a.width} depth 2, batch {a.batch_size}, {a.epochs} epochs ({steps} steps), "
-          f"{a.threads} threads, {a.reps} interleaved repetitions")
+          f"{a.threads} threads, checkpoint_interval {a.checkpoint_interval:g} s, {a.reps} interleaved repetitions")
     for k, v in times.items():
         print(f"  {k:18s} wall median {statistics.median(v):.3f} s (min {min(v):.3f}, max {max(v):.3f})"
               f"   cpu median {statistics.median(cpu[k]):.3f} s")
