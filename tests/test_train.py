@@ -246,3 +246,27 @@ def test_checkpoint_interval_defers_writes_but_keeps_the_best_and_the_last(spira
     assert run.best_checkpoint.name.startswith(f"epoch-{best.epoch:03d}_")
     with pytest.raises(ConfigError, match="checkpoint_interval=-1"):
         bs.train(spiral_task, HP, epochs=1, run_dir=tmp_path / "x", checkpoint_interval=-1)
+
+
+def test_resume_skips_a_damaged_latest_checkpoint(spiral_task, tmp_path):
+    full = bs.train(spiral_task, HP, epochs=4, run_dir=tmp_path / "full")
+    part = bs.train(spiral_task, HP, epochs=3, run_dir=tmp_path / "part", checkpoint_interval=0)
+    latest = list_checkpoints(part.dir)[-1]
+    assert latest.epoch == 3
+    latest.path.write_bytes(b"truncated by a power cut")
+    resumed = bs.train(spiral_task, HP, epochs=4, run_dir=part.dir, resume=True)
+    assert [r.val_acc for r in resumed.history] == [r.val_acc for r in full.history]
+
+
+def build_for_reload(hp):
+    """A module-level build function: importable again, so its runs are reproducible."""
+    return bs.models.mlp((2,), 3, hidden=(16,))
+
+
+def test_a_module_level_build_function_is_recorded_and_reloaded(spiral, tmp_path):
+    task = bs.Task(build=build_for_reload, data=spiral)
+    run = bs.train(task, {"optimizer": "adam", "lr": 0.01}, epochs=2, run_dir=tmp_path / "r")
+    cfg = bs.store.read_config(run.dir)
+    assert cfg["task"]["build"].endswith(":build_for_reload") and cfg["task"]["reproducible"] is True
+    model = bs.load(run.dir)  # rebuilt from config.toml alone
+    assert bs.evaluate(model, spiral.val).accuracy == pytest.approx(run.best_val_acc)

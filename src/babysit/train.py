@@ -154,10 +154,19 @@ def _prepare_dir(run_dir: Path, config: Mapping[str, Any], resume: bool, force: 
                 shown = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:5])
                 raise StoreError(f"cannot resume {str(run_dir)!r} under a different configuration ({shown}); "
                                  "use another run_dir, or force=True to start over")
-            ckpts = list_checkpoints(run_dir)
-            return load_checkpoint(ckpts[-1].path) if ckpts else None
+            return _latest_loadable(run_dir)
     elif run_dir.exists() and any(run_dir.iterdir()) and not force:
         raise StoreError(f"{str(run_dir)!r} is not empty and is not a babysit run directory; choose another run_dir")
+    return None
+
+
+def _latest_loadable(run_dir: Path) -> dict[str, Any] | None:
+    """Returns the newest checkpoint that loads (a file damaged by a power cut is skipped), or None."""
+    for ckpt in reversed(list_checkpoints(run_dir)):
+        try:
+            return load_checkpoint(ckpt.path)
+        except StoreError as exc:
+            log.warning("skipping damaged checkpoint %s: %s", ckpt.path.name, exc)
     return None
 
 
