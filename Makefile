@@ -17,6 +17,8 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
+	# the notes' recipe: gradient checks and sanity checks first, then train
+	$(VENV)/bin/babysit check examples/mnist1d.toml
 	$(VENV)/bin/babysit train examples/mnist1d.toml --run-dir runs/demo --force
 
 test: $(STAMP)
