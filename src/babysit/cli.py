@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from contextlib import nullcontext
 import json
 import logging
 import sys
@@ -108,8 +109,7 @@ class _Progress:
         self.task = self.progress.add_task("train", total=epochs, info="")
 
     def on_step(self, record: Any) -> None:
-        if self.enabled:
-            self.progress.update(self.task, completed=record.epoch, info=f"loss {record.loss:.4f}")
+        self.progress.update(self.task, completed=record.epoch, info=f"loss {record.loss:.4f}")
 
     def on_epoch(self, record: EpochRecord) -> None:
         self.progress.update(self.task, completed=record.epoch,
@@ -150,7 +150,8 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
     start = time.perf_counter()
     with progress.progress:
         run = train(task, cfg.hp, epochs=cfg.train.epochs, run_dir=run_dir, seed=cfg.train.seed,
-                    device=cfg.train.device, resume=args.resume, force=args.force, observers=[progress],
+                    device=cfg.train.device, resume=args.resume, force=args.force,
+                    observers=[progress] if progress.enabled else [],
                     checkpoint_interval=cfg.train.checkpoint_interval)
     test_acc = None
     if run.best_checkpoint is not None and task.splits.test is not None:
@@ -170,21 +171,13 @@ def cmd_check(args: argparse.Namespace, console: Console) -> int:
 
         torch.set_num_threads(cfg.train.threads)
     task = Task.from_config(cfg.task)
-    with console.status("gradient checks and sanity checks...") if console.is_terminal else _nothing():
+    with console.status("gradient checks and sanity checks...") if console.is_terminal else nullcontext():
         report = check_task(task, cfg.hp, seed=cfg.train.seed, checks=args.only)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2, default=str))
     else:
         console.print(str(report), highlight=False, markup=False, soft_wrap=True)
     return EXIT_OK if report.ok else EXIT_FAILED
-
-
-class _nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

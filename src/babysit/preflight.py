@@ -12,6 +12,7 @@ from typing import Any, Iterable, Mapping
 
 import torch
 
+from .data import tensors
 from .gradcheck import GradientReport, check_gradients
 from .losses import l2_term, reg_params
 from .sanity import SanityReport, sanity_checks
@@ -50,8 +51,6 @@ class PreflightReport:
 
 
 def _batch(task: Task, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    from .data import tensors
-
     x, y = tensors(task.splits.train)
     idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:GRAD_BATCH]
     return x[idx.to(x.device)], y[idx.to(y.device)]

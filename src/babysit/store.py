@@ -313,8 +313,7 @@ class RunStore:
         """Returns the per-epoch records stored so far."""
         self.flush()
         rows = self._db.execute(
-            "SELECT epoch, key, value FROM scalars WHERE key IN (%s) AND epoch = CAST(epoch AS INTEGER) "
-            "AND step >= 0 ORDER BY step" % ",".join("?" * len(EPOCH_KEYS)), tuple(f"epoch/{k}" for k in EPOCH_KEYS))
+            "SELECT epoch, key, value FROM scalars WHERE key IN (%s) ORDER BY step" % ",".join("?" * len(EPOCH_KEYS)), tuple(f"epoch/{k}" for k in EPOCH_KEYS))
         by_epoch: dict[int, dict[str, float]] = {}
         for epoch, key, value in rows:
             by_epoch.setdefault(int(epoch), {})[key.split("/", 1)[1]] = value

@@ -24,9 +24,9 @@ from ._version import __version__
 from . import data as data_mod
 from .errors import ConfigError, StoreError
 from .losses import reg_params as weights_of
-from .optim import DEFAULT_LR, build_optimizer, build_schedule, is_full_batch
+from .optim import DEFAULT_LR, build_optimizer, build_schedule, check_rule, is_full_batch
 from .step import StepRecord, closure_step, evaluate, train_step
-from .store import (CheckpointWriter, EpochRecord, Run, RunStore, best_of, list_checkpoints, load_checkpoint, now,
+from .store import (SCHEMA_VERSION, CheckpointWriter, EpochRecord, Run, RunStore, best_of, list_checkpoints, load_checkpoint, now,
                     read_config, write_config)
 from .task import Task, validate_hp
 
@@ -48,10 +48,7 @@ class Observer(Protocol):
 def resolve_hp(hp: Mapping[str, Any], batch_size: int | None = None) -> dict[str, Any]:
     """Returns hp validated, with babysit's defaults and the update rule's default lr filled in."""
     out = validate_hp({**hp, **({"batch_size": batch_size} if batch_size is not None else {})})
-    name = out["optimizer"]
-    if name not in DEFAULT_LR:
-        raise ConfigError(f"hp['optimizer']={name!r}: unknown update rule; valid: {', '.join(sorted(DEFAULT_LR))}")
-    out.setdefault("lr", DEFAULT_LR[name])
+    out.setdefault("lr", DEFAULT_LR[check_rule(out["optimizer"])])
     return out
 
 
@@ -240,7 +237,7 @@ def _run(task: Task, hp: dict[str, Any], epochs: int, run_dir: Path, seed: int, 
          loop: _Loop, store: RunStore, writer: CheckpointWriter, observers: Sequence[Any]) -> Run:
     store.truncate_after(loop.step)
     loop.history = list(store.history())
-    store.set_meta(schema_version=1, babysit_version=__version__, torch_version=torch.__version__,
+    store.set_meta(schema_version=SCHEMA_VERSION, babysit_version=__version__, torch_version=torch.__version__,
                    status="running", started=now(), device=str(dev), seed=seed, diverged_at=None)
     train_set = data_mod.to_device(task.splits.train, dev)
     val_set = data_mod.to_device(task.splits.val, dev)

@@ -94,7 +94,7 @@ def _count(hp: Mapping[str, Any], key: str, default: int, hint: str | None = Non
     return int(value)
 
 
-def _check_name(name: Any) -> str:
+def check_rule(name: Any) -> str:
     """Returns name when it is a known rule; ConfigError listing the valid names otherwise."""
     if not isinstance(name, str) or name not in RULES:
         valid = ", ".join(sorted(RULES))
@@ -191,18 +191,18 @@ def build_optimizer(params: Iterable[Any], hp: Mapping[str, Any]) -> torch.optim
     Reads lr, momentum, decay_rate, beta1, beta2, eps, lbfgs_history, lbfgs_max_iter as the rule
     needs them; a bad value raises ConfigError naming the field, the value and the fix.
     """
-    name = _check_name(hp.get("optimizer", "sgd"))
+    name = check_rule(hp.get("optimizer", "sgd"))
     return RULES[name](params, hp)
 
 
 def has_momentum(name: str) -> bool:
     """Returns True for the rules whose momentum can be scheduled (momentum, nesterov; adam's beta1)."""
-    return _check_name(name) in _MOMENTUM_KEY
+    return check_rule(name) in _MOMENTUM_KEY
 
 
 def is_full_batch(name: str) -> bool:
     """Returns True for rules that need the whole training set per step and a closure (lbfgs)."""
-    return _check_name(name) in _FULL_BATCH
+    return check_rule(name) in _FULL_BATCH
 
 
 def _momentum_key(group: Mapping[str, Any]) -> str | None:

@@ -17,7 +17,7 @@ import torch
 from ..errors import ConfigError
 from .rules import (
     _bad,
-    _check_name,
+    check_rule,
     _count,
     _is_real,
     _lr,
@@ -108,7 +108,7 @@ def _parse_momentum(hp: Mapping[str, Any]) -> _MomentumParams | None:
             f"hp[{given[0]!r}]={hp[given[0]]!r}: the momentum schedule needs all of "
             f"{', '.join(_MOMENTUM_KEYS)}; missing {', '.join(missing)} (set all three or none)"
         )
-    optimizer = _check_name(hp.get("optimizer", "sgd"))
+    optimizer = check_rule(hp.get("optimizer", "sgd"))
     if not has_momentum(optimizer):
         raise ConfigError(
             f"{given[0]} is set but optimizer {optimizer!r} has no momentum; use 'momentum', 'nesterov' or 'adam'"
@@ -205,7 +205,7 @@ class Schedule:
     """The learning rate and momentum of one run as functions of the (fractional) epoch."""
 
     def __init__(self, hp: Mapping[str, Any]) -> None:
-        optimizer = _check_name(hp.get("optimizer", "sgd"))
+        optimizer = check_rule(hp.get("optimizer", "sgd"))
         self.base_lr = _lr(hp, optimizer)
         self._lr = _parse_lr(hp)
         self._momentum = _parse_momentum(hp)
