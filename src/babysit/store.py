@@ -34,7 +34,7 @@ __all__ = ["SCHEMA_VERSION", "EpochRecord", "Run", "RunStore", "Checkpoint", "ch
 
 SCHEMA_VERSION = 1
 EPOCH_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
-_CKPT = re.compile(r"^epoch-(\d{3,})_val-(\d+\.\d{4})\.pt$")
+_CKPT = re.compile(r"^epoch-(\d{3,})_([a-z][a-z0-9_]*)-(-?\d+\.\d{4})\.pt$")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS scalars (step INTEGER NOT NULL, epoch REAL NOT NULL, key TEXT NOT NULL, value REAL);
@@ -55,6 +55,7 @@ class EpochRecord:
     val_acc: float
     lr: float
     seconds: float
+    metric: float = math.nan  # the task's validation metric (val_acc, val_loss or the user's own)
 
     def to_dict(self) -> dict[str, Any]:
         """Returns the record as a plain dict."""
@@ -70,39 +71,56 @@ class Run:
     diverged_at: int | None
     history: tuple[EpochRecord, ...]
     best_checkpoint: Path | None
+    metric: str = "val_acc"
+    metric_mode: str = "max"
+    error: str | None = None  # the one-line cause when status is "failed"
 
     @property
     def best_val_acc(self) -> float | None:
         """Returns the best validation accuracy of the run, or None before the first epoch."""
         return max((r.val_acc for r in self.history), default=None)
 
+    @property
+    def best_metric(self) -> float | None:
+        """Returns the best value of the run's validation metric, or None before the first epoch."""
+        values = [r.metric for r in self.history if math.isfinite(r.metric)]
+        if not values:
+            return None
+        return max(values) if self.metric_mode == "max" else min(values)
+
     def to_dict(self) -> dict[str, Any]:
         """Returns the run as plain data."""
         return {"dir": str(self.dir), "status": self.status, "diverged_at": self.diverged_at,
-                "history": [r.to_dict() for r in self.history],
+                "history": [r.to_dict() for r in self.history], "metric": self.metric,
+                "metric_mode": self.metric_mode, "best_metric": self.best_metric, "error": self.error,
                 "best_checkpoint": str(self.best_checkpoint) if self.best_checkpoint else None}
 
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """A checkpoint file and the epoch and validation score its name carries."""
+    """A checkpoint file and the epoch and validation metric its name carries."""
 
     path: Path
     epoch: int
     val: float
+    metric: str = "val_acc"
 
 
-def checkpoint_name(epoch: int, val_acc: float) -> str:
-    """Returns e.g. "epoch-007_val-0.8125.pt": the validation score in the name (the notes' tip)."""
-    if not 0.0 <= val_acc <= 1.0:
-        raise StoreError(f"validation accuracy {val_acc!r} is not in [0, 1]")
-    return f"epoch-{epoch:03d}_val-{val_acc:.4f}.pt"
+def checkpoint_name(epoch: int, value: float, metric: str = "val_acc") -> str:
+    """Returns e.g. "epoch-007_val-0.8125.pt" (val_acc) or "epoch-007_val_loss-0.4321.pt": the score in the name."""
+    if metric == "val_acc" and not 0.0 <= value <= 1.0:
+        raise StoreError(f"validation accuracy {value!r} is not in [0, 1]")
+    if not math.isfinite(value):
+        raise StoreError(f"validation {metric} {value!r} is not finite")
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", metric):
+        raise StoreError(f"metric name {metric!r}: lower-case letters, digits and _ only")
+    return f"epoch-{epoch:03d}_{'val' if metric == 'val_acc' else metric}-{value:.4f}.pt"
 
 
 def parse_checkpoint_name(name: str) -> tuple[int, float] | None:
-    """Returns (epoch, val) parsed from a checkpoint file name, or None for other files."""
+    """Returns (epoch, value) parsed from a checkpoint file name, or None for other files."""
     m = _CKPT.match(name)
-    return (int(m.group(1)), float(m.group(2))) if m else None
+    return (int(m.group(1)), float(m.group(3))) if m else None
 
 
 def list_checkpoints(run_dir: str | Path) -> list[Checkpoint]:
@@ -110,13 +128,19 @@ def list_checkpoints(run_dir: str | Path) -> list[Checkpoint]:
     d = Path(run_dir) / "checkpoints"
     if not d.is_dir():
         return []
-    out = [Checkpoint(p, *parsed) for p in d.iterdir() if (parsed := parse_checkpoint_name(p.name))]
+    out = []
+    for p in d.iterdir():
+        m = _CKPT.match(p.name)
+        if m:
+            metric = "val_acc" if m.group(2) == "val" else m.group(2)
+            out.append(Checkpoint(p, int(m.group(1)), float(m.group(3)), metric))
     return sorted(out, key=lambda c: c.epoch)
 
 
-def best_of(checkpoints: Iterable[Checkpoint]) -> Checkpoint | None:
-    """Returns the checkpoint with the highest validation score (the earliest on a tie)."""
-    return max(checkpoints, key=lambda c: (c.val, -c.epoch), default=None)
+def best_of(checkpoints: Iterable[Checkpoint], mode: str = "max") -> Checkpoint | None:
+    """Returns the checkpoint with the best validation metric (highest, or lowest for mode="min"; earliest on a tie)."""
+    sign = 1.0 if mode == "max" else -1.0
+    return max(checkpoints, key=lambda c: (sign * c.val, -c.epoch), default=None)
 
 
 def _atomic_write(path: Path, write: Any) -> None:
@@ -133,9 +157,9 @@ def _atomic_write(path: Path, write: Any) -> None:
 
 
 def save_checkpoint(run_dir: str | Path, epoch: int, val_acc: float, payload: Mapping[str, Any],
-                    *, keep_last: int = 2) -> Path:
+                    *, keep_last: int = 2, metric: str = "val_acc", mode: str = "max") -> Path:
     """Returns the path of a new checkpoint, written atomically; keeps the best and the last keep_last."""
-    return _write_checkpoint(Path(run_dir), epoch, val_acc, _serialise(payload), keep_last)
+    return _write_checkpoint(Path(run_dir), epoch, val_acc, _serialise(payload), keep_last, metric, mode)
 
 
 def _serialise(payload: Mapping[str, Any]) -> bytes:
@@ -144,13 +168,14 @@ def _serialise(payload: Mapping[str, Any]) -> bytes:
     return buf.getvalue()
 
 
-def _write_checkpoint(run_dir: Path, epoch: int, val_acc: float, data: bytes, keep_last: int) -> Path:
+def _write_checkpoint(run_dir: Path, epoch: int, value: float, data: bytes, keep_last: int, metric: str = "val_acc",
+                      mode: str = "max") -> Path:
     d = run_dir / "checkpoints"
     d.mkdir(parents=True, exist_ok=True)
-    path = d / checkpoint_name(epoch, val_acc)
+    path = d / checkpoint_name(epoch, value, metric)
     _atomic_write(path, lambda f: f.write(data))
     ckpts = list_checkpoints(run_dir)
-    keep = {c.path for c in ckpts[-keep_last:]} | {best_of(ckpts).path}  # type: ignore[union-attr]
+    keep = {c.path for c in ckpts[-keep_last:]} | {best_of(ckpts, mode).path}  # type: ignore[union-attr]
     for c in ckpts:
         if c.path not in keep:
             c.path.unlink(missing_ok=True)
@@ -178,10 +203,11 @@ class CheckpointWriter:
     """
 
     def __init__(self, run_dir: str | Path, *, keep_last: int = 2, interval: float = 0.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, metric: str = "val_acc", mode: str = "max") -> None:
         if interval < 0:
             raise StoreError(f"checkpoint interval={interval!r}: must be >= 0 seconds (0: every epoch)")
         self.run_dir, self.keep_last, self.interval, self._clock = Path(run_dir), keep_last, interval, clock
+        self.metric, self.mode, self._sign = metric, mode, (1.0 if mode == "max" else -1.0)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="babysit-checkpoint")
         self._futures: list[Future[Path]] = []
         self._best_val = -math.inf
@@ -191,10 +217,10 @@ class CheckpointWriter:
 
     def save(self, epoch: int, val_acc: float, payload: Mapping[str, Any]) -> None:
         """Snapshots payload now; writes it (and an unwritten best) when the interval has passed."""
-        checkpoint_name(epoch, val_acc)  # refuse a bad score here, not in the worker
+        checkpoint_name(epoch, val_acc, self.metric)  # refuse a bad score here, not in the worker
         snap = (epoch, val_acc, _snapshot(payload))
-        if val_acc > self._best_val:
-            self._best_val, self._best = val_acc, snap
+        if self._sign * val_acc > self._best_val:
+            self._best_val, self._best = self._sign * val_acc, snap
         self._last = snap
         if self._clock() - self._written_at >= self.interval:
             self.flush()
@@ -207,7 +233,7 @@ class CheckpointWriter:
         self._written_at = self._clock()
 
     def _write(self, epoch: int, val: float, state: Any) -> Path:
-        return _write_checkpoint(self.run_dir, epoch, val, _serialise(state), self.keep_last)
+        return _write_checkpoint(self.run_dir, epoch, val, _serialise(state), self.keep_last, self.metric, self.mode)
 
     def wait(self) -> None:
         """Returns when every snapshot is on disk; raises the first write error."""
@@ -313,16 +339,17 @@ class RunStore:
         """Returns the per-epoch records stored so far."""
         self.flush()
         rows = self._db.execute(
-            "SELECT epoch, key, value FROM scalars WHERE key IN (%s) ORDER BY step" % ",".join("?" * len(EPOCH_KEYS)), tuple(f"epoch/{k}" for k in EPOCH_KEYS))
+            "SELECT epoch, key, value FROM scalars WHERE key IN (%s) ORDER BY step" % ",".join("?" * (len(EPOCH_KEYS) + 1)),
+            tuple(f"epoch/{k}" for k in (*EPOCH_KEYS, "metric")))
         by_epoch: dict[int, dict[str, float]] = {}
         for epoch, key, value in rows:
             by_epoch.setdefault(int(epoch), {})[key.split("/", 1)[1]] = value
         return tuple(EpochRecord(epoch=e, **{k: float(v) if v is not None else float("nan") for k, v in d.items()})
-                     for e, d in sorted(by_epoch.items()) if len(d) == len(EPOCH_KEYS))
+                     for e, d in sorted(by_epoch.items()) if set(EPOCH_KEYS) <= set(d))
 
     def log_epoch(self, step: int, record: EpochRecord) -> None:
         """Buffers an epoch record as scalars keyed "epoch/<field>"."""
-        for k in EPOCH_KEYS:
+        for k in (*EPOCH_KEYS, "metric"):
             self.log(step, float(record.epoch), f"epoch/{k}", getattr(record, k))
 
     def close(self) -> None:
