@@ -34,7 +34,7 @@ def test_run_directory_layout(spiral_task, tmp_path):
     assert cfg["task"]["model"] == "mlp" and cfg["task"]["data"]["name"] == "spiral"
     assert cfg["task"]["reproducible"] is True
     meta = RunStore(d).meta()
-    assert meta["schema_version"] == "1" and meta["status"] == "completed"
+    assert meta["schema_version"] == str(bs.store.SCHEMA_VERSION) and meta["status"] == "completed"
     assert meta["torch_version"] == torch.__version__ and meta["babysit_version"] == bs.__version__
     losses = RunStore(d).scalars("loss")
     steps_per_epoch = math.ceil(len(spiral_task.splits.train) / 32)

@@ -112,6 +112,9 @@ def _fingerprint(config: Mapping[str, Any]) -> dict[str, Any]:
     return flat
 
 
+_TASK_DEFAULTS = {"metric": "val_acc", "metric_mode": "max"}  # task fields older configs lack
+
+
 def _prepare_dir(run_dir: Path, config: Mapping[str, Any], resume: bool, force: bool,
                  task: Task) -> dict[str, Any] | None:
     """Returns the checkpoint to resume from (or None), after refusing a run directory that does not fit.
@@ -126,6 +129,7 @@ def _prepare_dir(run_dir: Path, config: Mapping[str, Any], resume: bool, force: 
         if resume:
             old = dict(read_config(run_dir))
             old["hp"] = task.resolve_hp(old.get("hp", {}))  # old configs are filled the same way first
+            old["task"] = {**_TASK_DEFAULTS, **old.get("task", {})}
             old_fp, new_fp = _fingerprint(old), _fingerprint(config)
             diff = sorted(k for k in set(old_fp) | set(new_fp) if old_fp.get(k) != new_fp.get(k))
             if diff:
