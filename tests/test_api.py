@@ -6,9 +6,10 @@ import babysit as bs
 
 PUBLIC = [
     "BabysitError", "CheckFailed", "ConfigError", "DataError", "EpochRecord", "Evaluation", "GradientReport",
-    "MissingExtra", "PreflightReport", "Run", "SanityReport", "Splits", "StepRecord", "StoreError", "Task",
-    "__version__", "assert_gradients", "check_function", "check_gradients", "check_task", "config", "data", "errors",
-    "evaluate", "gradcheck", "load", "losses", "models", "optim", "sanity", "sanity_checks", "step", "store", "train",
+    "MissingExtra", "PreflightReport", "Run", "SanityReport", "Splits", "StepRecord", "Stop", "StoreError", "Task",
+    "UserCodeError", "__version__", "assert_gradients", "check_function", "check_gradients", "check_task", "config",
+    "data", "errors", "evaluate", "gradcheck", "hparams", "load", "losses", "models", "optim", "sanity",
+    "sanity_checks", "status", "step", "store", "train",
 ]
 
 
@@ -33,3 +34,12 @@ def test_error_tree():
 
     with pytest.raises(bs.MissingExtra, match=r"pip install 'babysit\[ray\]'"):
         bs._optional.require("surely_not_installed_pkg", extra="ray")
+
+
+def test_import_babysit_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, babysit, babysit.cli; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
