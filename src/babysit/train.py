@@ -273,7 +273,8 @@ def train(task: Task, hp: Mapping[str, Any], *, epochs: int, run_dir: str | Path
         if ckpt is not None:
             loop.restore(ckpt)
         store.set_meta(unused_keys=json.dumps(list(plan.unused)))
-        return _run(task, hp, epochs, run_dir, seed, dev, loop, store, writer, observers, stop or Stop())
+        stop = stop if stop is not None else Stop()
+        return _run(task, hp, epochs, run_dir, seed, dev, loop, store, writer, observers, stop)
     finally:
         writer.close()
         store.close()
