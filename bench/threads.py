@@ -58,6 +58,7 @@ def main() -> None:
         x, _ = bs.data.tensors(task.splits.train, limit=hp["batch_size"])
         print(f"\n{name}: {forward_macs(model, x):.3g} multiply-adds per forward; auto alone picks "
               f"{choose_threads(forward_macs(model, x), load=0.0)}")
+        _time(task, hp, 1, 1)  # warm-up: first-use costs (allocator, data to device) are not the rule's
         for busy in (False, True):
             stop = mp.Event()
             spinner = mp.Process(target=_spin, args=(stop,)) if busy else None
