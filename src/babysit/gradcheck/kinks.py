@@ -212,6 +212,14 @@ class KinkRecorder(TorchDispatchMode):
         self.trace: Trace | None = None
         self.seen: set[str] = set()
 
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        """Returns False: no torch._dynamo.disable wrapper, whose first call imports dynamo and sympy (1.3 s).
+
+        The recorder only runs eager forwards of a check; nothing is compiled under it.
+        """
+        return False
+
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
         trace = self.trace
