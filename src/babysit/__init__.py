@@ -9,7 +9,8 @@ from __future__ import annotations
 from ._version import __version__
 from . import config, data, errors, gradcheck, losses, models, optim, sanity, step, store
 from .data import Splits
-from .gradcheck import GradientReport, assert_gradients, check_function, check_gradients
+from .gradcheck import (GradientReport, assert_gradients, check_autograd_function, check_function, check_gradients,
+                        check_layer, check_loss)
 from .preflight import PreflightReport, check_task
 from .sanity import SanityReport, sanity_checks
 from .errors import BabysitError, CheckFailed, ConfigError, DataError, MissingExtra, StoreError
@@ -22,6 +23,7 @@ from .train import train
 __all__ = sorted([
     "BabysitError", "CheckFailed", "ConfigError", "DataError", "EpochRecord", "Evaluation", "GradientReport",
     "MissingExtra", "PreflightReport", "Run", "SanityReport", "Splits", "StepRecord", "StoreError", "Task",
-    "__version__", "assert_gradients", "check_function", "check_gradients", "check_task", "config", "data", "errors",
+    "__version__", "assert_gradients", "check_autograd_function", "check_function", "check_gradients", "check_layer",
+    "check_loss", "check_task", "config", "data", "errors",
     "evaluate", "gradcheck", "load", "losses", "models", "optim", "sanity", "sanity_checks", "step", "store", "train",
 ])
