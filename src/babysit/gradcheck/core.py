@@ -8,7 +8,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -18,7 +17,6 @@ from .dtype import FALLBACK_H, FALLBACK_TOL, clash, compare, model_dtype, own_gr
 from .measure import (SWEEP_STEPS, Step, assemble_report, few_threads, make_targets, measure_steps, merge,
                       mismatched)
 from .objective import Objective, build_objective, burn_in_steps, validate_options
-from .probe import EPS
 from .report import DtypeCheck, GradientReport
 
 __all__ = ["SWEEP_STEPS", "assert_gradients", "check_gradients", "few_threads"]
@@ -37,39 +35,14 @@ def _run(obj: Objective, leaves: Mapping[str, torch.Tensor], h: Step, tol: float
     return measure_steps(obj.value, loss, targets, h, tol, mismatched(grads, again), eps=eps), grads
 
 
-def _functions(obj: Objective, h: Step, tol: float, per_tensor: int, seed: int, eps: float,
-               directions: int) -> tuple[dict[str, Any] | None, list[str]]:
+def _functions(obj: Objective, h: Step, tol: float, seed: int, eps: float, directions: int) -> tuple[dict[str, Any] | None, list[str]]:
     """Returns the raw results and entry names of every custom autograd Function in the objective's graph."""
     classes = custom_classes(obj.root) if obj.root is not None else []
     if not classes:
         return None, []
     with recording(classes) as calls, torch.enable_grad():
         obj.forward()
-    return check_calls(calls, h, tol, seed, per_tensor, eps, directions=directions)
-
-
-def _build(model: nn.Module, loss_fn: Callable | None, batch: Sequence[Any], stochastic: str, seed: int,
-           penalty: Callable | None, check_inputs: bool, dtype: torch.dtype) -> Objective:
-    """Returns the objective in dtype with its first analytic pass run (so a dtype clash shows here)."""
-    obj = build_objective(model, loss_fn, batch, stochastic, seed, penalty, check_inputs, dtype)
-    with torch.enable_grad():
-        obj.forward()
-    return obj
-
-
-def _objective(model: nn.Module, loss_fn: Callable | None, batch: Sequence[Any], stochastic: str, seed: int,
-               penalty: Callable | None, check_inputs: bool) -> tuple[Objective, str]:
-    """Returns (objective, fallback reason): float64, or the model's own dtype when float64 breaks the model."""
-    try:
-        return _build(model, loss_fn, batch, stochastic, seed, penalty, check_inputs, torch.float64), ""
-    except (RuntimeError, TypeError) as exc:
-        own = model_dtype(model, batch[0] if isinstance(batch, (tuple, list)) and batch else None)
-        if not clash(exc, own):
-            raise
-        log.warning("the float64 copy broke the model (%s); checking in %s", exc, own)
-        reason = (f"the float64 copy failed ({str(exc).splitlines()[0][:120]}); h={FALLBACK_H:g} and "
-                  f"tol={FALLBACK_TOL:g} for {str(own).removeprefix('torch.')}")
-        return _build(model, loss_fn, batch, stochastic, seed, penalty, check_inputs, own), reason
+    return check_calls(calls, h, tol, seed, eps, directions=directions)
 
 
 def _own_dtype(model: nn.Module, obj: Objective, batch: Sequence[Any], grads: Mapping[str, torch.Tensor],
@@ -88,12 +61,13 @@ def _own_dtype(model: nn.Module, obj: Objective, batch: Sequence[Any], grads: Ma
     return compare(dtype, own, grads)
 
 
-def _check(model: nn.Module, loss_fn: Callable | None, batch: Sequence[Any], h: Step, tol: float, per_tensor: int,
-           seed: int, burn_in: int, stochastic: str, check_inputs: bool, directions: int,
-           penalty: Callable | None) -> tuple[dict[str, Any], Objective, list[str], list[str], DtypeCheck | None]:
-    """Returns (raw results, objective, tensor names, Function entry names, own-dtype findings)."""
-    obj, fallback = _objective(model, loss_fn, batch, stochastic, seed, penalty, check_inputs)
-    eps = EPS if not fallback else float(np.finfo(np.float32).eps)
+def _check_in(dtype: torch.dtype, fallback: str, model: nn.Module, loss_fn: Callable | None,
+              batch: Sequence[Any], h: Step, tol: float, per_tensor: int, seed: int, burn_in: int, stochastic: str,
+              check_inputs: bool, directions: int,
+              penalty: Callable | None) -> tuple[dict[str, Any], Objective, list[str], list[str], DtypeCheck | None]:
+    """Returns (raw results, objective, tensor names, Function entry names, own-dtype findings) in dtype."""
+    obj = build_objective(model, loss_fn, batch, stochastic, seed, penalty, check_inputs, dtype)
+    eps = float(torch.finfo(dtype).eps)
     if fallback:
         h, tol = (h if h == "sweep" else max(float(h), FALLBACK_H)), max(tol, FALLBACK_TOL)
     leaves = obj.leaves(check_inputs)
@@ -101,10 +75,24 @@ def _check(model: nn.Module, loss_fn: Callable | None, batch: Sequence[Any], h: 
         if burn_in:
             burn_in_steps(obj, burn_in)
         raw, grads = _run(obj, leaves, h, tol, per_tensor, directions, seed, eps)
-        fn_raw, fn_names = _functions(obj, h, tol, per_tensor, seed, eps, directions)
+        fn_raw, fn_names = _functions(obj, h, tol, seed, eps, directions)
         own = _own_dtype(model, obj, batch, grads, fallback) if not burn_in else None
     raw["tol"] = tol
     return (merge(raw, fn_raw) if fn_raw else raw), obj, list(leaves), fn_names, own
+
+
+def _check(model: nn.Module, loss_fn: Callable | None, batch: Sequence[Any], *args: Any) -> tuple:
+    """Returns _check_in's results in float64, or in the model's own dtype when the float64 copy breaks it."""
+    try:
+        return _check_in(torch.float64, "", model, loss_fn, batch, *args)
+    except (RuntimeError, TypeError) as exc:
+        own = model_dtype(model, batch[0] if isinstance(batch, (tuple, list)) and batch else None)
+        if not clash(exc, own):
+            raise
+        log.warning("the float64 copy broke the model (%s); checking in %s", exc, own)
+        reason = (f"the float64 copy failed ({str(exc).splitlines()[0][:120]}); h={FALLBACK_H:g} and "
+                  f"tol={FALLBACK_TOL:g} for {str(own).removeprefix('torch.')}")
+        return _check_in(own, reason, model, loss_fn, batch, *args)
 
 
 def _work(model: nn.Module, x: torch.Tensor) -> int:

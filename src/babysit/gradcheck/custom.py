@@ -23,11 +23,15 @@ from .objective import validate_options
 from .probe import EPS
 from .report import GradientReport
 
-__all__ = ["Call", "check_autograd_function", "check_calls", "custom_classes", "recording"]
+__all__ = ["IN_GRAPH_COORDS", "Call", "check_autograd_function", "check_calls", "custom_classes", "recording"]
 
 log = logging.getLogger(__name__)
 
 _DIRECTIONS = 3
+# In the graph, a Function is checked alone by its random directions plus both corner coordinates: a
+# misused grad_output touches every element, and one layer's evaluations stay a small part of the check
+# (no bisection either: the model's own check names the index of a model tensor).
+IN_GRAPH_COORDS = 2
 
 
 @dataclass
@@ -106,7 +110,8 @@ def _outputs(out: Any) -> list[torch.Tensor]:
 
 
 def _measure_call(call: Call, h: Step, tol: float, seed: int, per_tensor: int, eps: float,
-                  dtype: torch.dtype | None, directions: int = _DIRECTIONS) -> tuple[dict[str, Any], list[str]]:
+                  dtype: torch.dtype | None, directions: int = _DIRECTIONS,
+                  bisect: bool = True) -> tuple[dict[str, Any], list[str]]:
     """Returns (raw results, entry names) of one Function call checked against <f(x), v>."""
     cls = call.cls
     names = [f"{cls.__name__}.{n}" for n in _arg_names(cls, len(call.args))]
@@ -136,10 +141,11 @@ def _measure_call(call: Call, h: Step, tol: float, seed: int, per_tensor: int, e
     grads, again = ({n: (g.detach().clone() if g is not None else torch.zeros_like(t))
                      for (n, t), g in zip(checked.items(), gs)} for gs in (first, second))
     targets = make_targets(checked, grads, per_tensor, directions, seed)
-    return measure_steps(value, value(), targets, h, tol, mismatched(grads, again), eps=eps), list(checked)
+    return (measure_steps(value, value(), targets, h, tol, mismatched(grads, again), eps=eps, bisect=bisect),
+            list(checked))
 
 
-def check_calls(calls: Sequence[Call], h: Step, tol: float, seed: int, per_tensor: int, eps: float = EPS,
+def check_calls(calls: Sequence[Call], h: Step, tol: float, seed: int, eps: float = EPS,
                 dtype: torch.dtype | None = None,
                 directions: int = _DIRECTIONS) -> tuple[dict[str, Any] | None, list[str]]:
     """Returns (merged raw results or None, entry names) for the recorded calls; a call that cannot run is skipped."""
@@ -147,7 +153,7 @@ def check_calls(calls: Sequence[Call], h: Step, tol: float, seed: int, per_tenso
     names: list[str] = []
     for call in calls:
         try:
-            got, got_names = _measure_call(call, h, tol, seed, per_tensor, eps, dtype, directions)
+            got, got_names = _measure_call(call, h, tol, seed, IN_GRAPH_COORDS, eps, dtype, directions, False)
         except Exception as exc:  # the Function alone may need context the model gives it
             log.warning("custom autograd.Function %s could not be checked alone: %s", call.cls.__name__, exc)
             continue

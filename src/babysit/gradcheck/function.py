@@ -151,7 +151,7 @@ def _autograd(f: Callable, arrays: dict[str, torch.Tensor], h: Step, tol: float,
     if classes:
         with recording(classes) as calls, torch.enable_grad():
             f(*leaves)
-        extra = check_calls(calls, h, tol, 0, per_tensor or 10)
+        extra = check_calls(calls, h, tol, 0)
     return fill[0], fill[1], extra
 
 

@@ -91,14 +91,14 @@ def _repeat_entry(prober: Prober, leaf: Target, first: torch.Tensor, second: tor
     return prober.entry(again, idx, h)
 
 
-def _tensor_entries(prober: Prober, t: Target, h: float) -> list[Entry]:
+def _tensor_entries(prober: Prober, t: Target, h: float, bisect: bool = True) -> list[Entry]:
     """Returns the entries of one tensor; a failing direction is bisected to a failing coordinate."""
     got = [prober.entry(t, c, h) for c in t.coords]
     coords_ok = all(e.passed or e.excused for e in got)
     for v in t.directions:
         e = prober.entry(t, v, h)
         got.append(e)
-        if coords_ok and not (e.passed or e.excused):
+        if bisect and coords_ok and not (e.passed or e.excused):
             found = prober.localise(t, v, h)
             coords_ok = found is None
             got += [found] if found is not None else []
@@ -106,8 +106,8 @@ def _tensor_entries(prober: Prober, t: Target, h: float) -> list[Entry]:
 
 
 def measure(value: Callable[[], float], loss: float, targets: Iterable[Target], h: float, tol: float,
-            repeats: Mapping[str, torch.Tensor], onesided: bool = False,
-            eps: float = EPS) -> tuple[list[Entry], int, set[str]]:
+            repeats: Mapping[str, torch.Tensor], onesided: bool = False, eps: float = EPS,
+            bisect: bool = True) -> tuple[list[Entry], int, set[str]]:
     """Returns (entries, kink crossings, kinked ops seen) for every target at step h.
 
     The dispatch mode that records kinks is installed only here, around the numerical evaluations.
@@ -117,7 +117,7 @@ def measure(value: Callable[[], float], loss: float, targets: Iterable[Target], 
     entries: list[Entry] = []
     with recorder:
         for t in targets:
-            entries += _tensor_entries(prober, t, h)
+            entries += _tensor_entries(prober, t, h, bisect)
             if t.name in repeats:
                 entries.append(_repeat_entry(prober, t, t.grad, repeats[t.name], h))
     return entries, prober.crossings, recorder.seen
@@ -130,20 +130,20 @@ def _sweep_score(entries: Sequence[Entry]) -> float:
 
 def mismatched(first: Mapping[str, torch.Tensor], second: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Returns name -> second gradient for every tensor whose two backward passes differ."""
-    return {n: second[n] for n in first
-            if not torch.allclose(first[n], second[n], rtol=1e-10, atol=1e-300, equal_nan=True)}
+    return {n: second[n] for n in first if not torch.equal(first[n], second[n])  # the fast, common case
+            and not torch.allclose(first[n], second[n], rtol=1e-10, atol=1e-300, equal_nan=True)}
 
 
 def measure_steps(value: Callable[[], float], loss: float, targets: Sequence[Target], h: Step, tol: float,
-                  repeats: Mapping[str, torch.Tensor], onesided: bool = False,
-                  eps: float = EPS) -> dict[str, Any]:
+                  repeats: Mapping[str, torch.Tensor], onesided: bool = False, eps: float = EPS,
+                  bisect: bool = True) -> dict[str, Any]:
     """Returns the raw results at h, or at the best step of the sweep 1e-3 ... 1e-8 when h == "sweep".
 
     The notes: smaller h is not always better (round-off); the best step has the smallest worst error.
     """
     runs = []
     for step in (SWEEP_STEPS if h == "sweep" else (float(h),)):
-        entries, crossings, seen = measure(value, loss, targets, step, tol, repeats, onesided, eps)
+        entries, crossings, seen = measure(value, loss, targets, step, tol, repeats, onesided, eps, bisect)
         runs.append((_sweep_score(entries), step, entries, crossings, seen))
         log.debug("h=%.0e: worst relative error %.3g", step, runs[-1][0])
     best = min(runs, key=lambda r: r[0])

@@ -18,7 +18,7 @@ from .kinks import KinkRecorder, same_branches
 from .report import Entry
 from .sampling import Index, fresh_coordinate, random_directions
 
-__all__ = ["EPS", "ROUNDOFF_C", "TINY_ABS", "Diff", "Prober", "Target", "judge", "roundoff_floor"]
+__all__ = ["EPS", "ROUNDOFF_C", "TINY_ABS", "Diff", "Prober", "Segment", "Target", "judge", "roundoff_floor"]
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,18 @@ ROUNDOFF_C = 10.0
 # The notes: gradients "roughly 1e-10 and smaller in absolute value" are worrying; scale the loss up.
 TINY_ABS = 1e-10
 
-Spec = Index | torch.Tensor  # a coordinate, or a unit direction shaped like the tensor
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A unit direction that is zero outside flat[lo:hi] (bisection): only that slice is touched."""
+
+    lo: int
+    hi: int
+    w: torch.Tensor  # the direction's values on the slice, unit norm
+
+
+Spec = Index | torch.Tensor | Segment  # a coordinate, a unit direction shaped like the tensor, or a segment
 
 
 def roundoff_floor(loss: float, h: float, eps: float = EPS) -> float:
@@ -86,6 +97,8 @@ class Target:
         """Returns the analytic derivative: a gradient element, or v . grad for a direction."""
         if isinstance(spec, tuple):
             return float(self._grad_np[spec])
+        if isinstance(spec, Segment):
+            return float(torch.dot(spec.w.to(self.grad.dtype), self.grad.reshape(-1)[spec.lo:spec.hi]))
         return float(torch.dot(spec.reshape(-1).to(self.grad.dtype), self.grad.reshape(-1)))
 
 
@@ -127,11 +140,14 @@ class Prober:
                 data[spec] = orig
                 up, down = plus - orig, orig - minus
             else:
+                v = spec.w if isinstance(spec, Segment) else spec
+                if isinstance(spec, Segment):
+                    data = data.view(-1)[spec.lo:spec.hi]
                 saved = data.clone()
                 up = down = h * t.scale
-                data.add_(spec.to(data.dtype), alpha=up)
+                data.add_(v.to(data.dtype), alpha=up)
                 fp, tp = self._eval()
-                torch.add(saved, spec.to(data.dtype), alpha=-up, out=data)
+                torch.add(saved, v.to(data.dtype), alpha=-up, out=data)
                 fm, tm = self._eval()
                 data.copy_(saved)
         return Diff((fp - fm) / (up + down), not same_branches(tp, tm), (up + down) / 2,
@@ -223,9 +239,12 @@ class Prober:
         lo, hi = 0, flat.numel()
         while hi - lo > 1:
             mid = (lo + hi) // 2
-            w = torch.zeros_like(flat)
-            w[lo:mid] = flat[lo:mid]
-            w = (w / w.norm()).reshape(shape)
+            part = flat[lo:mid] / flat[lo:mid].norm()
+            w: Spec = Segment(lo, mid, part)
+            if not t.tensor.is_contiguous():  # a view of the flat data would be a copy: perturb it whole
+                full = torch.zeros_like(flat)
+                full[lo:mid] = part
+                w = full.reshape(shape)
             passed = self._passes(t, w, h)
             if passed is None:
                 return None
