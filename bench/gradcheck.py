@@ -1,11 +1,15 @@
 """Bench: babysit.check_gradients against torch.autograd.gradcheck (slow and fast_mode) on MLPs.
 
+Also a ~10M-parameter wide MLP (float32, as users train it) whose middle 2560x2560 layer has a custom
+backward with a single-element bug (one weight-gradient element with the wrong sign): babysit's time
+to catch and name it (cold, per seed) against torch's fast mode on the same model in float64.
+
 Same network-and-loss function, float64, batch of 4, at ~5k and ~300k parameters: wall time (median of
 warm runs) and whether each tool localises a seeded bug (a zeroed column of the first layer's weight
 gradient, via a custom autograd.Function). torch's gradcheck takes the flattened parameters as its one
 input, which is how a whole model is passed to it.
 
-    PYTHONPATH=src .venv/bin/python bench/gradcheck.py [--reps 7] [--seeds 5] [--full-slow]
+    PYTHONPATH=src .venv/bin/python bench/gradcheck.py [--reps 7] [--seeds 5] [--full-slow] [--only-10m]
 """
 
 from __future__ import annotations
@@ -158,13 +162,76 @@ def localisation(label: str, seeds: int, full_slow: bool) -> dict[str, Any]:
             "seeds": seeds}
 
 
+WIDE = (1280, 2560, 2560, 10)
+ELEMENT = (1234, 567)  # the gradient element of the middle weight that gets the wrong sign
+
+
+class ElementBug(Function):
+    """Linear whose backward flips the sign of one weight-gradient element."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x, w)
+        return x @ w.t() + b
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> tuple:
+        x, w = ctx.saved_tensors
+        gw = g.t() @ x
+        gw[ELEMENT] = -gw[ELEMENT]
+        return g @ w, gw, g.sum(0)
+
+
+class ElementBugLinear(nn.Linear):
+    """nn.Linear through ElementBug."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ElementBug.apply(x, self.weight, self.bias)
+
+
+def wide(seed: int) -> tuple[nn.Module, tuple[torch.Tensor, torch.Tensor]]:
+    """Returns the ~10M-parameter float32 MLP with the buggy middle layer, and its batch of 4."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(WIDE[0], WIDE[1]), nn.ReLU(), ElementBugLinear(WIDE[1], WIDE[2]), nn.ReLU(),
+                          nn.Linear(WIDE[2], WIDE[3]))
+    gen = torch.Generator().manual_seed(200 + seed)
+    return model, (torch.randn(4, WIDE[0], generator=gen), torch.randint(0, 10, (4,), generator=gen))
+
+
+def scale(seeds: int) -> None:
+    """Prints, per seed, babysit's cold time and verdict and torch fast mode's, on the 10M model."""
+    print(f"\n~10M parameters: MLP {WIDE}, middle weight gradient element {list(ELEMENT)} sign-flipped, "
+          f"batch 4, {torch.get_num_threads()} threads, one cold run per seed")
+    print(f"  {'seed':<5} {'babysit s':>9}  {'caught and named':<34} {'torch fast s':>12}  caught")
+    ours, theirs = [], []
+    for seed in range(seeds):
+        model, xy = wide(seed)
+        start = time.perf_counter()
+        rep = check_gradients(model, F.cross_entropy, xy, seed=seed)
+        ours.append(time.perf_counter() - start)
+        w = rep.worst
+        named = (f"yes: {w.where}" if w and w.index == ELEMENT and w.name in ("2.weight", "ElementBug.w")
+                 else f"no: {w.where if w else None}")
+        torch.manual_seed(seed)
+        t, ok, _ = torch_check(model.double(), (xy[0].double(), xy[1]), True)
+        theirs.append(t)
+        print(f"  {seed:<5} {ours[-1]:>9.2f}  {(named if not rep.ok else 'passed'):<34} {t:>12.2f}  "
+              f"{'no' if ok else 'yes'}")
+    print(f"  median babysit {statistics.median(ours):.2f} s, torch fast {statistics.median(theirs):.2f} s, "
+          f"ratio {statistics.median(ours) / statistics.median(theirs):.2f}")
+
+
 def main() -> None:
-    """Prints the timing table, the ratios and the localisation table."""
+    """Prints the timing table, the ratios and the localisation table, then the 10M-parameter case."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--full-slow", action="store_true", help="run torch's slow mode on all 300k parameters")
+    ap.add_argument("--only-10m", action="store_true", help="run the ~10M-parameter case only")
     args = ap.parse_args()
+    if args.only_10m:
+        scale(args.seeds)
+        return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} cores; both tools run with 1 intra-op thread "
           f"(babysit's choice for small forwards); float64, batch 4, median of {args.reps} warm runs "
           "(torch slow mode: 3 runs on 5k, 1 on 300k)")
@@ -185,6 +252,7 @@ def main() -> None:
                 ("torch slow", f"{r['caught']['slow']}/{n}{subset}", "yes" if r["slow_names"] else flat, b["slow"])]
         for tool, caught, names, size in rows:
             print(f"  {label:<6} {tool:<12} {caught:<20} {names:<32} {size if size else '- (passed)':>8}")
+    scale(args.seeds)
 
 if __name__ == "__main__":
     main()

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckFailed, ConfigError
+from .advice import failing
 from .custom import check_calls, custom_classes, recording
 from .dtype import FALLBACK_H, FALLBACK_TOL, clash, compare, model_dtype, own_gradients
 from .measure import (SWEEP_STEPS, Step, assemble_report, few_threads, make_targets, measure_steps, merge,
@@ -35,14 +36,18 @@ def _run(obj: Objective, leaves: Mapping[str, torch.Tensor], h: Step, tol: float
     return measure_steps(obj.value, loss, targets, h, tol, mismatched(grads, again), eps=eps), grads
 
 
-def _functions(obj: Objective, h: Step, tol: float, seed: int, eps: float, directions: int) -> tuple[dict[str, Any] | None, list[str]]:
-    """Returns the raw results and entry names of every custom autograd Function in the objective's graph."""
+def _functions(obj: Objective, h: Step, tol: float, seed: int, eps: float, directions: int,
+               named: bool) -> tuple[dict[str, Any] | None, list[str]]:
+    """Returns the raw results and entry names of every custom autograd Function in the objective's graph.
+
+    Failing directions are bisected to an index only when the model's own check named none (`named`).
+    """
     classes = custom_classes(obj.root) if obj.root is not None else []
     if not classes:
         return None, []
     with recording(classes) as calls, torch.enable_grad():
         obj.forward()
-    return check_calls(calls, h, tol, seed, eps, directions=directions)
+    return check_calls(calls, h, tol, seed, eps, directions=directions, bisect=not named)
 
 
 def _own_dtype(model: nn.Module, obj: Objective, batch: Sequence[Any], grads: Mapping[str, torch.Tensor],
@@ -75,7 +80,8 @@ def _check_in(dtype: torch.dtype, fallback: str, model: nn.Module, loss_fn: Call
         if burn_in:
             burn_in_steps(obj, burn_in)
         raw, grads = _run(obj, leaves, h, tol, per_tensor, directions, seed, eps)
-        fn_raw, fn_names = _functions(obj, h, tol, seed, eps, directions)
+        named = any(e.index is not None for e in failing(raw["entries"]))
+        fn_raw, fn_names = _functions(obj, h, tol, seed, eps, directions, named)
         own = _own_dtype(model, obj, batch, grads, fallback) if not burn_in else None
     raw["tol"] = tol
     return (merge(raw, fn_raw) if fn_raw else raw), obj, list(leaves), fn_names, own

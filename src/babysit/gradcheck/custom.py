@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 _DIRECTIONS = 3
 # In the graph, a Function is checked alone by its random directions plus both corner coordinates: a
 # misused grad_output touches every element, and one layer's evaluations stay a small part of the check
-# (no bisection either: the model's own check names the index of a model tensor).
+# (bisected only when the model's own check named no index).
 IN_GRAPH_COORDS = 2
 
 
@@ -146,14 +146,14 @@ def _measure_call(call: Call, h: Step, tol: float, seed: int, per_tensor: int, e
 
 
 def check_calls(calls: Sequence[Call], h: Step, tol: float, seed: int, eps: float = EPS,
-                dtype: torch.dtype | None = None,
-                directions: int = _DIRECTIONS) -> tuple[dict[str, Any] | None, list[str]]:
+                dtype: torch.dtype | None = None, directions: int = _DIRECTIONS,
+                bisect: bool = False) -> tuple[dict[str, Any] | None, list[str]]:
     """Returns (merged raw results or None, entry names) for the recorded calls; a call that cannot run is skipped."""
     raw: dict[str, Any] | None = None
     names: list[str] = []
     for call in calls:
         try:
-            got, got_names = _measure_call(call, h, tol, seed, IN_GRAPH_COORDS, eps, dtype, directions, False)
+            got, got_names = _measure_call(call, h, tol, seed, IN_GRAPH_COORDS, eps, dtype, directions, bisect)
         except Exception as exc:  # the Function alone may need context the model gives it
             log.warning("custom autograd.Function %s could not be checked alone: %s", call.cls.__name__, exc)
             continue
