@@ -57,6 +57,8 @@ def test_check_autograd_function_checks_every_tensor_input_and_passes_the_rest()
     x, w = torch.randn(3, 4, generator=gen), torch.randn(3, 4, generator=gen)
     rep = bs.check_autograd_function(rz.Scaled, x, w, 0.7)
     assert rep.ok and set(rep.by_tensor) == {"Scaled.x", "Scaled.w"}
+    assert set(bs.check_autograd_function(rz.Scaled, x, w, 0.7, names=["inp", "wt"]).by_tensor) == {
+        "Scaled.inp", "Scaled.wt"}
     bad = bs.check_autograd_function(rz.ISRLUIgnoresGradOutput, x)
     assert not bad.ok and bad.worst.name == "ISRLUIgnoresGradOutput.x"
     assert bs.check_autograd_function(rz.ISRLU, x).ok

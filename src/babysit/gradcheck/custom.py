@@ -110,11 +110,19 @@ def _outputs(out: Any) -> list[torch.Tensor]:
 
 
 def _measure_call(call: Call, h: Step, tol: float, seed: int, per_tensor: int, eps: float,
-                  dtype: torch.dtype | None, directions: int = _DIRECTIONS,
-                  bisect: bool = True) -> tuple[dict[str, Any], list[str]]:
+                  dtype: torch.dtype | None, directions: int = _DIRECTIONS, bisect: bool = True,
+                  given: Sequence[str] | None = None) -> tuple[dict[str, Any], list[str]]:
     """Returns (raw results, entry names) of one Function call checked against <f(x), v>."""
     cls = call.cls
-    names = [f"{cls.__name__}.{n}" for n in _arg_names(cls, len(call.args))]
+    arg_names = _arg_names(cls, len(call.args))
+    if given is not None:
+        tensors = [i for i, a in enumerate(call.args) if isinstance(a, torch.Tensor) and a.is_floating_point()]
+        if len(given) != len(tensors):
+            raise ConfigError(f"names={list(given)!r}: {cls.__name__} has {len(tensors)} floating tensor "
+                              "input(s); give one name each")
+        for i, n in zip(tensors, given):
+            arg_names[i] = n
+    names = [f"{cls.__name__}.{n}" for n in arg_names]
     args = [a.detach().clone().to(dtype or a.dtype) if isinstance(a, torch.Tensor) and a.is_floating_point()
             else (a.detach().clone() if isinstance(a, torch.Tensor) else a) for a in call.args]
     checked = {names[i]: args[i].requires_grad_(True) for i, a in enumerate(call.args)
@@ -162,9 +170,11 @@ def check_calls(calls: Sequence[Call], h: Step, tol: float, seed: int, eps: floa
     return raw, names
 
 
-def check_autograd_function(fn: type, *inputs: Any, h: Step = 1e-5, tol: float = 1e-5, seed: int = 0,
-                            per_tensor: int = 10) -> GradientReport:
-    """Returns a GradientReport for every floating tensor input of fn, entries named "Fn.input_name".
+def check_autograd_function(fn: type, *inputs: Any, names: Sequence[str] | None = None, h: Step = 1e-5,
+                            tol: float = 1e-5, seed: int = 0, per_tensor: int = 10) -> GradientReport:
+    """Returns a GradientReport for every floating tensor input of fn, entries named "Fn.name".
+
+    Names: forward's parameter names, else input0, input1, ... by position, or `names` (one per tensor).
 
     Float64 copies of the inputs; a fixed random upstream gradient; non-tensor arguments pass through.
     """
@@ -175,7 +185,7 @@ def check_autograd_function(fn: type, *inputs: Any, h: Step = 1e-5, tol: float =
     call = Call(fn, tuple(inputs))
     with torch.random.fork_rng(devices=[]), few_threads(sum(a.numel() for a in inputs
                                                             if isinstance(a, torch.Tensor))):
-        raw, names = _measure_call(call, h, tol, seed, per_tensor, EPS, torch.float64)
-    report = assemble_report(raw, names, tol, time.perf_counter() - start, False, "eval")
+        raw, labels = _measure_call(call, h, tol, seed, per_tensor, EPS, torch.float64, given=names)
+    report = assemble_report(raw, labels, tol, time.perf_counter() - start, False, "eval")
     log.info("check_autograd_function(%s) %s", fn.__name__, "passed" if report.ok else "FAILED")
     return report
