@@ -198,25 +198,37 @@ def wide(seed: int) -> tuple[nn.Module, tuple[torch.Tensor, torch.Tensor]]:
     return model, (torch.randn(4, WIDE[0], generator=gen), torch.randint(0, 10, (4,), generator=gen))
 
 
+def _true_element(model: nn.Module, xy: tuple) -> float:
+    """Returns the correct gradient of the bugged element (0 when its input unit is dead: nothing to catch)."""
+    twin = nn.Sequential(*[nn.Linear(m.in_features, m.out_features) if isinstance(m, nn.Linear) else m
+                           for m in model]).double()
+    twin.load_state_dict(model.state_dict())
+    F.cross_entropy(twin(xy[0].double()), xy[1]).backward()
+    return float(twin[2].weight.grad[ELEMENT])
+
+
 def scale(seeds: int) -> None:
     """Prints, per seed, babysit's cold time and verdict and torch fast mode's, on the 10M model."""
     print(f"\n~10M parameters: MLP {WIDE}, middle weight gradient element {list(ELEMENT)} sign-flipped, "
           f"batch 4, {torch.get_num_threads()} threads, one cold run per seed")
-    print(f"  {'seed':<5} {'babysit s':>9}  {'caught and named':<34} {'torch fast s':>12}  caught")
+    print(f"  {'seed':<5} {'true grad':>10} {'babysit s':>9} {'cpu s':>6}  {'caught and named':<34} "
+          f"{'torch fast s':>12}  caught")
     ours, theirs = [], []
     for seed in range(seeds):
         model, xy = wide(seed)
-        start = time.perf_counter()
+        true = _true_element(model, xy)
+        start, cpu = time.perf_counter(), time.process_time()
         rep = check_gradients(model, F.cross_entropy, xy, seed=seed)
         ours.append(time.perf_counter() - start)
+        cpu = time.process_time() - cpu
         w = rep.worst
         named = (f"yes: {w.where}" if w and w.index == ELEMENT and w.name in ("2.weight", "ElementBug.w")
                  else f"no: {w.where if w else None}")
         torch.manual_seed(seed)
         t, ok, _ = torch_check(model.double(), (xy[0].double(), xy[1]), True)
         theirs.append(t)
-        print(f"  {seed:<5} {ours[-1]:>9.2f}  {(named if not rep.ok else 'passed'):<34} {t:>12.2f}  "
-              f"{'no' if ok else 'yes'}")
+        print(f"  {seed:<5} {true:>10.2e} {ours[-1]:>9.2f} {cpu:>6.2f}  {(named if not rep.ok else 'passed'):<34} "
+              f"{t:>12.2f}  {'no' if ok else 'yes'}")
     print(f"  median babysit {statistics.median(ours):.2f} s, torch fast {statistics.median(theirs):.2f} s, "
           f"ratio {statistics.median(ours) / statistics.median(theirs):.2f}")
 

@@ -23,15 +23,16 @@ from .objective import validate_options
 from .probe import EPS
 from .report import GradientReport
 
-__all__ = ["IN_GRAPH_COORDS", "Call", "check_autograd_function", "check_calls", "custom_classes", "recording"]
+__all__ = ["IN_GRAPH_COORDS", "IN_GRAPH_DIRECTIONS", "Call", "check_autograd_function", "check_calls", "custom_classes", "recording"]
 
 log = logging.getLogger(__name__)
 
 _DIRECTIONS = 3
-# In the graph, a Function is checked alone by its random directions plus both corner coordinates: a
+# In the graph, a Function is checked alone by one random direction plus both corner coordinates: a
 # misused grad_output touches every element, and one layer's evaluations stay a small part of the check
 # (bisected only when the model's own check named no index).
 IN_GRAPH_COORDS = 2
+IN_GRAPH_DIRECTIONS = 1
 
 
 @dataclass
@@ -161,7 +162,8 @@ def check_calls(calls: Sequence[Call], h: Step, tol: float, seed: int, eps: floa
     names: list[str] = []
     for call in calls:
         try:
-            got, got_names = _measure_call(call, h, tol, seed, IN_GRAPH_COORDS, eps, dtype, directions, bisect)
+            got, got_names = _measure_call(call, h, tol, seed, IN_GRAPH_COORDS, eps, dtype,
+                                           min(directions, IN_GRAPH_DIRECTIONS), bisect)
         except Exception as exc:  # the Function alone may need context the model gives it
             log.warning("custom autograd.Function %s could not be checked alone: %s", call.cls.__name__, exc)
             continue

@@ -122,7 +122,9 @@ class Prober:
         return self.recorder.record(self.value)
 
     def pair(self, t: Target, spec: Spec, h: float) -> Diff:
-        """Returns the centered difference from f(p + s e) and f(p - s e), s = h * max(|p_i|, rms); p restored.
+        """Returns the centered difference from f(p + s e) and f(p - s e); p restored.
+
+        s = h * max(|p_i|, rms) for a coordinate, h * rms * sqrt(n) for a unit direction over n elements.
 
         The step floats really took, (p + s) - (p - s), is the divisor, not 2s.
         """
@@ -144,7 +146,8 @@ class Prober:
                 if isinstance(spec, Segment):
                     data = data.view(-1)[spec.lo:spec.hi]
                 saved = data.clone()
-                up = down = h * t.scale
+                # Relative to the norm of what moves: each element moves by about h * rms, as for a coordinate.
+                up = down = h * t.scale * math.sqrt(v.numel())
                 data.add_(v.to(data.dtype), alpha=up)
                 fp, tp = self._eval()
                 torch.add(saved, v.to(data.dtype), alpha=-up, out=data)
