@@ -86,6 +86,18 @@ def test_a_float32_only_overflow_in_a_surrogate_gradient_fails_in_the_models_dty
     assert good.ok and not good.own_dtype.nonfinite
 
 
+def test_a_float32_gradient_far_from_the_float64_one_is_its_own_finding() -> None:
+    torch.manual_seed(0)
+    batch = (torch.randn(4, 6), torch.randint(0, 3, (4,)))
+    rep = bs.check_gradients(rz.Spiking(rz.SquareCancels), F.cross_entropy, batch)
+    assert rep.ok and not rep.own_dtype.nonfinite  # right in float64, finite in float32: not a failure
+    assert {n for n, _ in rep.own_dtype.differs} >= {"lin.weight"}
+    assert all(r > 1e-2 for _, r in rep.own_dtype.differs)
+    assert any("lin.weight: the float32 gradient differs" in a for a in rep.advice)
+    plain = bs.check_gradients(rz.Spiking(rz.StableSurrogate), F.cross_entropy, batch)
+    assert plain.own_dtype.differs == ()
+
+
 def test_a_float64_copy_dtype_clash_is_explained_and_checked_in_float32() -> None:
     torch.manual_seed(0)
     batch = (torch.randn(4, 6), torch.randint(0, 3, (4,)))
