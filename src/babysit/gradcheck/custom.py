@@ -104,6 +104,19 @@ def recording(classes: Sequence[Any]) -> Iterator[list[Call]]:
                 setattr(cls, "forward", f)
 
 
+def _call_names(call: Call, given: Sequence[str] | None) -> list[str]:
+    """Returns "Fn.name" for every positional input: forward's parameter names, or `given` for the tensors."""
+    arg_names = _arg_names(call.cls, len(call.args))
+    if given is not None:
+        tensors = [i for i, a in enumerate(call.args) if isinstance(a, torch.Tensor) and a.is_floating_point()]
+        if len(given) != len(tensors):
+            raise ConfigError(f"names={list(given)!r}: {call.cls.__name__} has {len(tensors)} floating tensor "
+                              "input(s); give one name each")
+        for i, n in zip(tensors, given):
+            arg_names[i] = n
+    return [f"{call.cls.__name__}.{n}" for n in arg_names]
+
+
 def _outputs(out: Any) -> list[torch.Tensor]:
     """Returns the floating tensor outputs of a Function call."""
     outs = out if isinstance(out, (tuple, list)) else (out,)
@@ -115,15 +128,7 @@ def _measure_call(call: Call, h: Step, tol: float, seed: int, per_tensor: int, e
                   given: Sequence[str] | None = None) -> tuple[dict[str, Any], list[str]]:
     """Returns (raw results, entry names) of one Function call checked against <f(x), v>."""
     cls = call.cls
-    arg_names = _arg_names(cls, len(call.args))
-    if given is not None:
-        tensors = [i for i, a in enumerate(call.args) if isinstance(a, torch.Tensor) and a.is_floating_point()]
-        if len(given) != len(tensors):
-            raise ConfigError(f"names={list(given)!r}: {cls.__name__} has {len(tensors)} floating tensor "
-                              "input(s); give one name each")
-        for i, n in zip(tensors, given):
-            arg_names[i] = n
-    names = [f"{cls.__name__}.{n}" for n in arg_names]
+    names = _call_names(call, given)
     args = [a.detach().clone().to(dtype or a.dtype) if isinstance(a, torch.Tensor) and a.is_floating_point()
             else (a.detach().clone() if isinstance(a, torch.Tensor) else a) for a in call.args]
     checked = {names[i]: args[i].requires_grad_(True) for i, a in enumerate(call.args)
