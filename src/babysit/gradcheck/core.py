@@ -13,7 +13,7 @@ from torch import nn
 
 from ..errors import CheckFailed, ConfigError
 from .advice import failing
-from .custom import check_calls, custom_classes, recording
+from .custom import check_calls, recording
 from .dtype import FALLBACK_H, FALLBACK_TOL, clash, compare, model_dtype, own_gradients
 from .measure import (SWEEP_STEPS, Step, assemble_report, few_threads, make_targets, measure_steps, merge,
                       mismatched)
@@ -42,7 +42,7 @@ def _functions(obj: Objective, h: Step, tol: float, seed: int, eps: float, direc
 
     Failing directions are bisected to an index only when the model's own check named none (`named`).
     """
-    classes = custom_classes(obj.root) if obj.root is not None else []
+    classes = list(obj.custom)
     if not classes:
         return None, []
     with recording(classes) as calls, torch.enable_grad():

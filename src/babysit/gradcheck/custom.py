@@ -23,7 +23,7 @@ from .objective import validate_options
 from .probe import EPS
 from .report import GradientReport
 
-__all__ = ["IN_GRAPH_COORDS", "IN_GRAPH_DIRECTIONS", "Call", "check_autograd_function", "check_calls", "custom_classes", "recording"]
+__all__ = ["IN_GRAPH_COORDS", "IN_GRAPH_DIRECTIONS", "Call", "check_autograd_function", "check_calls", "recording"]
 
 log = logging.getLogger(__name__)
 
@@ -42,23 +42,6 @@ class Call:
     cls: Any  # a torch.autograd.Function subclass
     args: tuple
     needs: list[bool] = field(default_factory=list)
-
-
-def custom_classes(root: torch.Tensor) -> list[type]:
-    """Returns the user's custom autograd.Function classes in the graph of `root` (walking grad_fn)."""
-    found: list[type] = []
-    seen: set[int] = set()
-    stack = [root.grad_fn]
-    while stack:
-        node = stack.pop()
-        if node is None or id(node) in seen:
-            continue
-        seen.add(id(node))
-        cls = getattr(node, "_forward_cls", None)
-        if cls is not None and cls not in found and not cls.__module__.startswith("torch."):
-            found.append(cls)
-        stack.extend(n for n, _ in node.next_functions)
-    return found[::-1]  # roughly forward order
 
 
 def _takes_ctx(cls: type) -> bool:

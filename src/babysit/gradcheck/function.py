@@ -13,7 +13,8 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
-from .custom import check_calls, custom_classes, recording
+from .custom import check_calls, recording
+from .graph import custom_nodes, function_classes, reached
 from .measure import Step, assemble_report, few_threads, measure_steps, merge, mismatched
 from .objective import int_at_least, positive_float
 from .probe import Target
@@ -142,12 +143,14 @@ def _autograd(f: Callable, arrays: dict[str, torch.Tensor], h: Step, tol: float,
                           "function pass grad=your_gradient")
     if out.numel() != 1:
         raise ConfigError(f"f returned an array of shape {tuple(out.shape)}: it must return a scalar")
-    first = torch.autograd.grad(out.reshape(()), leaves, retain_graph=True, allow_unused=True)
+    nodes = custom_nodes(out)
+    with reached(nodes) as live:
+        first = torch.autograd.grad(out.reshape(()), leaves, retain_graph=True, allow_unused=True)
     second = torch.autograd.grad(out.reshape(()), leaves, allow_unused=True)
     fill = [{n: (g.detach() if g is not None else torch.zeros_like(w)) for (n, w), g in zip(arrays.items(), gs)}
             for gs in (first, second)]
     extra: tuple[dict[str, Any] | None, list[str]] = (None, [])
-    classes = custom_classes(out)
+    classes = function_classes(nodes, live)
     if classes:
         with recording(classes) as calls, torch.enable_grad():
             f(*leaves)

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from .graph import custom_nodes, function_classes, reached
 
 __all__ = ["STOCHASTIC_MODES", "Objective", "build_objective", "burn_in_steps", "scalar", "validate_options"]
 
@@ -103,7 +104,7 @@ class Objective:
     loss_fn: Callable[[Any, Any], torch.Tensor] | None
     penalty: Callable[[nn.Module], torch.Tensor] | None
     seed: int | None
-    root: torch.Tensor | None = None  # the loss of the analytic pass: its graph shows the custom Functions
+    custom: tuple = ()  # the custom autograd Functions the loss depends on (found by the analytic pass)
 
     def loss_of(self, model: nn.Module, x: Any, y: Any) -> torch.Tensor:
         """Returns loss_fn(model(x), y) [+ penalty(model)]; with loss_fn=None the model returns its own loss."""
@@ -142,12 +143,14 @@ class Objective:
         with torch.enable_grad():
             loss = self.forward()
             value = float(loss.detach())
-            self.root = loss
             tensors = list(leaves.values())
             if not loss.requires_grad:
                 zeros = {n: torch.zeros_like(t) for n, t in leaves.items()}
                 return value, zeros, dict(zeros)
-            first = torch.autograd.grad(loss, tensors, retain_graph=True, allow_unused=True)
+            nodes = custom_nodes(loss)
+            with reached(nodes) as live:
+                first = torch.autograd.grad(loss, tensors, retain_graph=True, allow_unused=True)
+            self.custom = tuple(function_classes(nodes, live))
             second = torch.autograd.grad(loss, tensors, allow_unused=True)
         return value, _fill(leaves, first), _fill(leaves, second)
 
