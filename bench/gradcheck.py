@@ -211,9 +211,9 @@ def scale(seeds: int) -> None:
     """Prints, per seed, babysit's cold time and verdict and torch fast mode's, on the 10M model."""
     print(f"\n~10M parameters: MLP {WIDE}, middle weight gradient element {list(ELEMENT)} sign-flipped, "
           f"batch 4, {torch.get_num_threads()} threads, one cold run per seed")
-    print(f"  {'seed':<5} {'true grad':>10} {'babysit s':>9} {'cpu s':>6}  {'caught and named':<34} "
+    print(f"  {'seed':<5} {'true grad':>10} {'babysit s':>9} {'cpu s':>6} {'forwards':>8}  {'caught and named':<34} "
           f"{'torch fast s':>12}  caught")
-    ours, theirs = [], []
+    ours, theirs, units = [], [], []
     for seed in range(seeds):
         model, xy = wide(seed)
         true = _true_element(model, xy)
@@ -227,10 +227,13 @@ def scale(seeds: int) -> None:
         torch.manual_seed(seed)
         t, ok, _ = torch_check(model.double(), (xy[0].double(), xy[1]), True)
         theirs.append(t)
-        print(f"  {seed:<5} {true:>10.2e} {ours[-1]:>9.2f} {cpu:>6.2f}  {(named if not rep.ok else 'passed'):<34} "
-              f"{t:>12.2f}  {'no' if ok else 'yes'}")
-    print(f"  median babysit {statistics.median(ours):.2f} s, torch fast {statistics.median(theirs):.2f} s, "
-          f"ratio {statistics.median(ours) / statistics.median(theirs):.2f}")
+        with torch.no_grad():  # the load-independent unit: one float64 forward of this model, right now
+            fwd = median_time(lambda: F.cross_entropy(model(xy[0].double()), xy[1]), 5)
+        units.append(ours[-1] / fwd)
+        print(f"  {seed:<5} {true:>10.2e} {ours[-1]:>9.2f} {cpu:>6.2f} {units[-1]:>8.0f}  "
+              f"{(named if not rep.ok else 'passed'):<34} {t:>12.2f}  {'no' if ok else 'yes'}")
+    print(f"  median babysit {statistics.median(ours):.2f} s ({statistics.median(units):.0f} float64 forwards), "
+          f"torch fast {statistics.median(theirs):.2f} s, ratio {statistics.median(ours) / statistics.median(theirs):.2f}")
 
 
 def main() -> None:

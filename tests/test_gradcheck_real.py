@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -249,9 +250,12 @@ def test_assert_gradients_hides_babysits_frames_from_pytest() -> None:
 
 def test_the_first_check_in_a_process_imports_neither_sympy_nor_dynamo() -> None:
     code = ("import sys, time, torch; torch.set_num_threads(1); import babysit as bs; from torch import nn; "
-            "import torch.nn.functional as F; m = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3)); "
+            "import torch.nn.functional as F; import bugzoo; "
+            "m = nn.Sequential(bugzoo.FnLinear(6, 8), nn.ReLU(), nn.Linear(8, 3)); "  # a custom Function too
             "t = time.perf_counter(); bs.check_gradients(m, F.cross_entropy, (torch.randn(4, 6), "
             "torch.tensor([0, 1, 2, 0]))); print(time.perf_counter() - t, 'sympy' in sys.modules, "
             "'torch._dynamo' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env=env).stdout.split()
     assert out[1:] == ["False", "False"] and float(out[0]) < 0.5

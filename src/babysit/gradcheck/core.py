@@ -32,7 +32,7 @@ def _run(obj: Objective, leaves: Mapping[str, torch.Tensor], h: Step, tol: float
     if not math.isfinite(loss):
         raise ConfigError(f"loss_fn: the objective is {loss} at the check point; a gradient check needs a "
                           "finite loss (lower the init scale or check the loss)")
-    targets = make_targets(leaves, grads, per_tensor, directions, seed)
+    targets = make_targets(leaves, grads, per_tensor, directions, seed, obj.suffix_values(list(leaves)))
     return measure_steps(obj.value, loss, targets, h, tol, mismatched(grads, again), eps=eps), grads
 
 

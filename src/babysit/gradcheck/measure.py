@@ -72,14 +72,15 @@ def summarise(name: str, entries: Sequence[Entry], backward_differs: bool, kinke
 
 
 def make_targets(leaves: Mapping[str, torch.Tensor], grads: Mapping[str, torch.Tensor], per_tensor: int,
-                 directions: int, seed: int) -> list[Target]:
-    """Returns one Target per tensor: stratified coordinates plus unit random directions."""
+                 directions: int, seed: int,
+                 values: Mapping[str, Callable[[], float]] | None = None) -> list[Target]:
+    """Returns one Target per tensor: stratified coordinates plus unit random directions (and its own f)."""
     out = []
     for k, (name, tensor) in enumerate(leaves.items()):
         rng = np.random.default_rng([seed, k])
         coords = stratified_coordinates(tuple(tensor.shape), per_tensor, rng)
         dirs = random_directions(tensor, directions, seed * 7919 + k) if tensor.numel() > 1 else []
-        out.append(Target(name, tensor, grads[name], coords, dirs, rng))
+        out.append(Target(name, tensor, grads[name], coords, dirs, rng, value=(values or {}).get(name)))
     return out
 
 
@@ -87,7 +88,7 @@ def _repeat_entry(prober: Prober, leaf: Target, first: torch.Tensor, second: tor
     """Returns the second backward's value checked at the element where the two backwards differ most."""
     gap = torch.nan_to_num((first - second).abs(), nan=math.inf)
     idx = tuple(int(i) for i in np.unravel_index(int(gap.argmax()), tuple(first.shape)))
-    again = Target(leaf.name, leaf.tensor, second, [idx], [], leaf.rng)
+    again = Target(leaf.name, leaf.tensor, second, [idx], [], leaf.rng, value=leaf.value)
     return prober.entry(again, idx, h)
 
 

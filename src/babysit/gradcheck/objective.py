@@ -7,6 +7,7 @@ The notes: "use double precision" (relative errors drop from 1e-2 to 1e-8), and 
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import math
 import numbers
@@ -116,6 +117,39 @@ class Objective:
             loss = loss + scalar(self.penalty(model), "penalty")
         return loss
 
+    def suffix_values(self, names: list[str]) -> dict[str, Callable[[], float]]:
+        """Returns name -> f that reruns an nn.Sequential from the child holding that parameter.
+
+        The children before it see no change when it is perturbed, so their outputs are computed once;
+        only deterministic runs (eval mode, no reseeding) and a separate loss_fn qualify.
+        """
+        model = self.model
+        if not isinstance(model, nn.Sequential) or self.seed is not None or model.training or self.loss_fn is None:
+            return {}
+        children = list(model)
+        with torch.no_grad():
+            inputs = [self.x]
+            for child in children[:-1]:
+                inputs.append(child(inputs[-1]))
+
+        def value(k: int) -> float:
+            with torch.no_grad():
+                h = inputs[k]
+                for child in children[k:]:
+                    h = child(h)
+                return float(self.finish(h))
+
+        starts = {n: int(n.split(".")[0]) for n in names if n.split(".")[0].isdigit()}
+        return {n: functools.partial(value, k) for n, k in starts.items() if 0 < k < len(children)}
+
+    def finish(self, out: Any) -> torch.Tensor:
+        """Returns loss_fn(out, y) [+ penalty(model)] for the model's output."""
+        assert self.loss_fn is not None
+        loss = scalar(self.loss_fn(out, self.y), "loss_fn")
+        if self.penalty is not None:
+            loss = loss + scalar(self.penalty(self.model), "penalty")
+        return loss
+
     def forward(self) -> torch.Tensor:
         """Returns the objective as a 0-d tensor (with a graph when grad mode is on)."""
         if self.seed is not None:
@@ -157,8 +191,7 @@ class Objective:
 
 def _fill(leaves: dict[str, torch.Tensor], grads: Sequence[torch.Tensor | None]) -> dict[str, torch.Tensor]:
     """Returns name -> gradient, with zeros where autograd found no path (a detached branch)."""
-    return {n: (g.detach().clone() if g is not None else torch.zeros_like(t))
-            for (n, t), g in zip(leaves.items(), grads)}
+    return {n: (g.detach() if g is not None else torch.zeros_like(t)) for (n, t), g in zip(leaves.items(), grads)}
 
 
 def build_objective(model: nn.Module, loss_fn: Callable | None, batch: Any, stochastic: str, seed: int,

@@ -84,6 +84,7 @@ class Target:
     directions: list[torch.Tensor]
     rng: np.random.Generator
     taken: set[Index] = field(default_factory=set)
+    value: Callable[[], float] | None = None  # f for this tensor when cheaper than the prober's (a suffix)
 
     def __post_init__(self) -> None:
         self.taken.update(self.coords)
@@ -115,11 +116,12 @@ class Prober:
         self.onesided, self.eps = onesided, eps
         self.crossings = 0
 
-    def _eval(self) -> tuple[float, list]:
+    def _eval(self, t: Target) -> tuple[float, list]:
         """Returns f at the current point and the branch trace (empty without a recorder)."""
+        value = t.value or self.value
         if self.recorder is None:
-            return self.value(), []
-        return self.recorder.record(self.value)
+            return value(), []
+        return self.recorder.record(value)
 
     def pair(self, t: Target, spec: Spec, h: float) -> Diff:
         """Returns the centered difference from f(p + s e) and f(p - s e); p restored.
@@ -135,10 +137,10 @@ class Prober:
                 step = h * max(abs(orig), t.scale)
                 data[spec] = orig + step
                 plus = data[spec].item()
-                fp, tp = self._eval()
+                fp, tp = self._eval(t)
                 data[spec] = orig - step
                 minus = data[spec].item()
-                fm, tm = self._eval()
+                fm, tm = self._eval(t)
                 data[spec] = orig
                 up, down = plus - orig, orig - minus
             else:
@@ -149,9 +151,9 @@ class Prober:
                 # Relative to the norm of what moves: each element moves by about h * rms, as for a coordinate.
                 up = down = h * t.scale * math.sqrt(v.numel())
                 data.add_(v.to(data.dtype), alpha=up)
-                fp, tp = self._eval()
+                fp, tp = self._eval(t)
                 torch.add(saved, v.to(data.dtype), alpha=-up, out=data)
-                fm, tm = self._eval()
+                fm, tm = self._eval(t)
                 data.copy_(saved)
         return Diff((fp - fm) / (up + down), not same_branches(tp, tm), (up + down) / 2,
                     (fp - self.loss) / up, (self.loss - fm) / down)
