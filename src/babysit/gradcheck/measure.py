@@ -103,6 +103,7 @@ def _tensor_entries(prober: Prober, t: Target, h: float, bisect: bool = True) ->
             found = prober.localise(t, v, h)
             coords_ok = found is None
             got += [found] if found is not None else []
+    t.release()
     return got
 
 

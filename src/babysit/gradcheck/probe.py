@@ -88,11 +88,23 @@ class Target:
 
     def __post_init__(self) -> None:
         self.taken.update(self.coords)
+        self._saved: torch.Tensor | None = None
         self._grad_np = self.grad.detach().cpu().numpy()
         data = self.tensor.detach()
-        rms = float(data.double().pow(2).mean().sqrt()) if data.numel() else 0.0
+        rms = float(torch.linalg.vector_norm(data, dtype=torch.float64)) / math.sqrt(data.numel()) \
+            if data.numel() else 0.0
         # The step is relative to the tensor's scale: a fixed h is huge for inputs of scale 0.01.
         self.scale = rms if rms > 0.0 and math.isfinite(rms) else 1.0
+
+    def original(self) -> torch.Tensor:
+        """Returns a copy of the tensor's unperturbed values, taken once (directions restore from it)."""
+        if self._saved is None:
+            self._saved = self.tensor.detach().clone()
+        return self._saved
+
+    def release(self) -> None:
+        """Drops the saved copy once the tensor's entries are measured."""
+        self._saved = None
 
     def analytic(self, spec: Spec) -> float:
         """Returns the analytic derivative: a gradient element, or v . grad for a direction."""
@@ -144,15 +156,15 @@ class Prober:
                 data[spec] = orig
                 up, down = plus - orig, orig - minus
             else:
-                v = spec.w if isinstance(spec, Segment) else spec
+                v = (spec.w if isinstance(spec, Segment) else spec).to(data.dtype)
+                saved = t.original()
                 if isinstance(spec, Segment):
-                    data = data.view(-1)[spec.lo:spec.hi]
-                saved = data.clone()
+                    data, saved = data.view(-1)[spec.lo:spec.hi], saved.view(-1)[spec.lo:spec.hi]
                 # Relative to the norm of what moves: each element moves by about h * rms, as for a coordinate.
                 up = down = h * t.scale * math.sqrt(v.numel())
-                data.add_(v.to(data.dtype), alpha=up)
+                torch.add(saved, v, alpha=up, out=data)
                 fp, tp = self._eval(t)
-                torch.add(saved, v.to(data.dtype), alpha=-up, out=data)
+                torch.add(saved, v, alpha=-up, out=data)
                 fm, tm = self._eval(t)
                 data.copy_(saved)
         return Diff((fp - fm) / (up + down), not same_branches(tp, tm), (up + down) / 2,
