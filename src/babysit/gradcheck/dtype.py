@@ -13,10 +13,10 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
+from .probe import TINY_ABS
 from .report import DtypeCheck
 
 __all__ = ["DIFFERS", "FALLBACK_H", "FALLBACK_TOL", "clash", "compare", "model_dtype", "own_gradients"]
@@ -70,7 +70,7 @@ def compare(dtype: torch.dtype, own: Mapping[str, torch.Tensor], ref: Mapping[st
         r = ref[n].to(torch.float64)
         scale = float(r.norm())
         dist = float((g.to(torch.float64) - r).norm()) / scale if scale > 0 else 0.0
-        if scale > float(np.finfo(np.float32).tiny) and math.isfinite(dist) and dist > DIFFERS:
+        if scale > TINY_ABS and math.isfinite(dist) and dist > DIFFERS:  # tiny gradients are flagged already
             differs.append((n, dist))
     log.debug("own dtype %s: nonfinite %s, differs %s", dtype, nonfinite, differs)
     return DtypeCheck(str(dtype).removeprefix("torch."), nonfinite, tuple(differs))
