@@ -248,6 +248,19 @@ def test_assert_gradients_hides_babysits_frames_from_pytest() -> None:
     assert any("babysit" in str(entry.path) for entry in err.traceback)
 
 
+def test_a_process_that_loaded_dynamo_gets_the_dynamo_safe_recorder() -> None:
+    import torch._dynamo  # noqa: F401  (a user of torch.compile has it loaded)
+
+    from babysit.gradcheck.kinks import KinkRecorder, new_recorder
+
+    rec = new_recorder()
+    assert type(rec) is not KinkRecorder and type(rec)._should_skip_dynamo()
+    assert not KinkRecorder._should_skip_dynamo()
+    case = __import__("bugzoo").bug("wrong_sign")
+    rep = bs.check_gradients(case.model, case.loss_fn, case.batch)
+    assert not rep.ok and rep.worst.name == "0.bias" and "relu.default" in rep.kink_ops  # it records all the same
+
+
 def test_the_first_check_in_a_process_imports_neither_sympy_nor_dynamo() -> None:
     code = ("import sys, time, torch; torch.set_num_threads(1); import babysit as bs; from torch import nn; "
             "import torch.nn.functional as F; import bugzoo; "

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from .advice import advise, failing
-from .kinks import KinkRecorder
+from .kinks import new_recorder
 from .probe import EPS, Prober, Target, roundoff_floor
 from .report import DtypeCheck, Entry, GradientReport, TensorSummary, verdict
 from .sampling import random_directions, stratified_coordinates
@@ -114,7 +114,7 @@ def measure(value: Callable[[], float], loss: float, targets: Iterable[Target], 
 
     The dispatch mode that records kinks is installed only here, around the numerical evaluations.
     """
-    recorder = KinkRecorder()
+    recorder = new_recorder()
     prober = Prober(value, loss, tol, recorder, onesided, eps)
     entries: list[Entry] = []
     with recorder:
