@@ -10,6 +10,7 @@ gradient, via a custom autograd.Function). torch's gradcheck takes the flattened
 input, which is how a whole model is passed to it.
 
     PYTHONPATH=src .venv/bin/python bench/gradcheck.py [--reps 7] [--seeds 5] [--full-slow] [--only-10m]
+        [--count-work]
 """
 
 from __future__ import annotations
@@ -207,7 +208,35 @@ def _true_element(model: nn.Module, xy: tuple) -> float:
     return float(twin[2].weight.grad[ELEMENT])
 
 
-def scale(seeds: int) -> None:
+def weight_reads(seed: int) -> float:
+    """Returns the float64 weights one check of the 10M model reads, in model forwards (load-independent).
+
+    Counted by a global module forward hook (Linear layers) plus the custom Function's calls outside its
+    module (the Function checked alone); the forwards at batch 4 are bound by reading the weights.
+    """
+    model, xy = wide(seed)
+    n, read = sum(p.numel() for p in model.parameters()), [0]
+    original = ElementBug.forward
+
+    def module_hook(mod: nn.Module, inp: Any, out: Any) -> None:
+        if isinstance(mod, nn.Linear) and mod.weight.dtype == torch.float64:
+            read[0] += mod.weight.numel() * (0 if isinstance(mod, ElementBugLinear) else 1)
+
+    def counted(ctx: Any, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        read[0] += w.numel() if w.dtype == torch.float64 else 0
+        return original(ctx, x, w, b)
+
+    handle = torch.nn.modules.module.register_module_forward_hook(module_hook)
+    ElementBug.forward = staticmethod(counted)  # type: ignore[method-assign]
+    try:
+        check_gradients(model, F.cross_entropy, xy, seed=seed)
+    finally:
+        handle.remove()
+        ElementBug.forward = staticmethod(original)  # type: ignore[method-assign]
+    return read[0] / n
+
+
+def scale(seeds: int, count: bool = False) -> None:
     """Prints, per seed, babysit's cold time and verdict and torch fast mode's, on the 10M model."""
     print(f"\n~10M parameters: MLP {WIDE}, middle weight gradient element {list(ELEMENT)} sign-flipped, "
           f"batch 4, {torch.get_num_threads()} threads, one cold run per seed")
@@ -234,6 +263,9 @@ def scale(seeds: int) -> None:
               f"{(named if not rep.ok else 'passed'):<34} {t:>12.2f}  {'no' if ok else 'yes'}")
     print(f"  median babysit {statistics.median(ours):.2f} s ({statistics.median(units):.0f} float64 forwards), "
           f"torch fast {statistics.median(theirs):.2f} s, ratio {statistics.median(ours) / statistics.median(theirs):.2f}")
+    if count:
+        reads = [weight_reads(seed) for seed in range(seeds)]
+        print(f"  float64 weights read per check, in model forwards: {', '.join(f'{r:.0f}' for r in reads)}")
 
 
 def main() -> None:
@@ -243,9 +275,10 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--full-slow", action="store_true", help="run torch's slow mode on all 300k parameters")
     ap.add_argument("--only-10m", action="store_true", help="run the ~10M-parameter case only")
+    ap.add_argument("--count-work", action="store_true", help="10M case: count the float64 weights read")
     args = ap.parse_args()
     if args.only_10m:
-        scale(args.seeds)
+        scale(args.seeds, args.count_work)
         return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} cores; both tools run with 1 intra-op thread "
           f"(babysit's choice for small forwards); float64, batch 4, median of {args.reps} warm runs "
@@ -267,7 +300,7 @@ def main() -> None:
                 ("torch slow", f"{r['caught']['slow']}/{n}{subset}", "yes" if r["slow_names"] else flat, b["slow"])]
         for tool, caught, names, size in rows:
             print(f"  {label:<6} {tool:<12} {caught:<20} {names:<32} {size if size else '- (passed)':>8}")
-    scale(args.seeds)
+    scale(args.seeds, args.count_work)
 
 if __name__ == "__main__":
     main()
