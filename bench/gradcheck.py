@@ -257,7 +257,7 @@ def scale(seeds: int, count: bool = False) -> None:
         t, ok, _ = torch_check(model.double(), (xy[0].double(), xy[1]), True)
         theirs.append(t)
         with torch.no_grad():  # the load-independent unit: one float64 forward of this model, right now
-            fwd = median_time(lambda: F.cross_entropy(model(xy[0].double()), xy[1]), 5)
+            fwd = median_time(lambda m=model, b=xy: F.cross_entropy(m(b[0].double()), b[1]), 5)
         units.append(ours[-1] / fwd)
         print(f"  {seed:<5} {true:>10.2e} {ours[-1]:>9.2f} {cpu:>6.2f} {units[-1]:>8.0f}  "
               f"{(named if not rep.ok else 'passed'):<34} {t:>12.2f}  {'no' if ok else 'yes'}")

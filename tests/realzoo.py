@@ -201,32 +201,32 @@ def layer_case(name: str, seed: int, kink: bool = False) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
     if name == "affine":
         inputs = (rng.normal(size=(3, 2, 2)), rng.normal(size=(4, 5)), rng.normal(size=5))
-        return dict(forward=affine_forward, backward=affine_backward, broken=broken_affine_backward,
-                    inputs=inputs, params=None, breaks="w")
+        return {"forward": affine_forward, "backward": affine_backward, "broken": broken_affine_backward,
+                    "inputs": inputs, "params": None, "breaks": "w"}
     if name == "relu":
         x = rng.normal(size=(4, 5))
         if kink:
             x[0, 0] = x[2, 3] = 0.0
-        return dict(forward=relu_forward, backward=relu_backward, broken=broken_relu_backward, inputs=(x,),
-                    params=None, breaks="x")
+        return {"forward": relu_forward, "backward": relu_backward, "broken": broken_relu_backward, "inputs": (x,),
+                    "params": None, "breaks": "x"}
     if name == "batchnorm":
         inputs = (rng.normal(size=(4, 3)) * 0.01, rng.normal(size=3), rng.normal(size=3))
-        return dict(forward=batchnorm_forward, backward=batchnorm_backward, broken=broken_batchnorm_backward,
-                    inputs=inputs, params=({"eps": 1e-5},), breaks="x")
+        return {"forward": batchnorm_forward, "backward": batchnorm_backward, "broken": broken_batchnorm_backward,
+                    "inputs": inputs, "params": ({"eps": 1e-5},), "breaks": "x"}
     if name == "dropout":
-        return dict(forward=dropout_forward, backward=dropout_backward, broken=broken_dropout_backward,
-                    inputs=(rng.normal(size=(3, 6)),), params=({"p": 0.5, "seed": seed},), breaks="x")
+        return {"forward": dropout_forward, "backward": dropout_backward, "broken": broken_dropout_backward,
+                    "inputs": (rng.normal(size=(3, 6)),), "params": ({"p": 0.5, "seed": seed},), "breaks": "x"}
     if name == "conv":
         inputs = (rng.normal(size=(2, 2, 3, 3)), rng.normal(size=(2, 2, 3, 3)), rng.normal(size=2))
-        return dict(forward=conv_forward_naive, backward=conv_backward_naive, broken=broken_conv_backward_naive,
-                    inputs=inputs, params=({"stride": 1, "pad": 1},), breaks="w")
+        return {"forward": conv_forward_naive, "backward": conv_backward_naive, "broken": broken_conv_backward_naive,
+                    "inputs": inputs, "params": ({"stride": 1, "pad": 1},), "breaks": "w"}
     if name == "maxpool":
         x = rng.normal(size=(1, 2, 4, 4))
         if kink:
             x[0, 0, 1, 1] = x[0, 0, 1, 2] = np.abs(x).max() + 1.0  # a tie for the max in overlapping windows
-        return dict(forward=max_pool_forward_naive, backward=max_pool_backward_naive,
-                    broken=broken_max_pool_backward_naive, inputs=(x,),
-                    params=({"pool_height": 2, "pool_width": 2, "stride": 1},), breaks="x")
+        return {"forward": max_pool_forward_naive, "backward": max_pool_backward_naive,
+                    "broken": broken_max_pool_backward_naive, "inputs": (x,),
+                    "params": ({"pool_height": 2, "pool_width": 2, "stride": 1},), "breaks": "x"}
     raise KeyError(name)
 
 

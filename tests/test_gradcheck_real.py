@@ -205,8 +205,8 @@ def test_batchnorm_at_input_scale_0_01_has_no_false_alarm() -> None:
 def test_check_function_takes_several_arrays_and_a_tuple_gradient() -> None:
     rng = np.random.default_rng(0)
     a, w = rng.normal(size=(3, 4)), rng.normal(size=4)
-    f = lambda x, w: np.sum(np.tanh(x @ w))  # noqa: E731
-    grad = lambda x, w: (np.outer(1 - np.tanh(x @ w) ** 2, w), x.T @ (1 - np.tanh(x @ w) ** 2))  # noqa: E731
+    f = lambda x, w: np.sum(np.tanh(x @ w))
+    grad = lambda x, w: (np.outer(1 - np.tanh(x @ w) ** 2, w), x.T @ (1 - np.tanh(x @ w) ** 2))
     rep = bs.check_function(f, a, w, grad=grad)
     assert rep.ok and list(rep.by_tensor) == ["x", "w"]
     bad = bs.check_function(f, a, w, grad=lambda x, w: (grad(x, w)[0], 2 * grad(x, w)[1]), names=["inp", "wt"])

@@ -15,8 +15,16 @@ from ..errors import CheckFailed, ConfigError
 from .advice import failing
 from .custom import check_calls, recording
 from .dtype import FALLBACK_H, FALLBACK_TOL, clash, compare, model_dtype, own_gradients
-from .measure import (SWEEP_STEPS, Step, assemble_report, few_threads, make_targets, measure_steps, merge,
-                      mismatched)
+from .measure import (
+    SWEEP_STEPS,
+    Step,
+    assemble_report,
+    few_threads,
+    make_targets,
+    measure_steps,
+    merge,
+    mismatched,
+)
 from .objective import Objective, build_objective, burn_in_steps, validate_options
 from .report import DtypeCheck, GradientReport
 
@@ -60,7 +68,7 @@ def _own_dtype(model: nn.Module, obj: Objective, batch: Sequence[Any], grads: Ma
         return None
     try:
         own = own_gradients(model, obj.loss_of, batch, list(grads), obj.model.training, obj.seed)
-    except Exception as exc:  # the user's model in its own dtype is the user's business; the check goes on
+    except Exception as exc:  # noqa: BLE001  (the user's model in its own dtype: the check goes on)
         log.warning("the backward in the model's own dtype %s raised %s; not compared", dtype, exc)
         return None
     return compare(dtype, own, grads)

@@ -18,7 +18,15 @@ import torch
 from torch.autograd import Function
 
 from ..errors import ConfigError
-from .measure import Step, assemble_report, few_threads, make_targets, measure_steps, merge, mismatched
+from .measure import (
+    Step,
+    assemble_report,
+    few_threads,
+    make_targets,
+    measure_steps,
+    merge,
+    mismatched,
+)
 from .objective import validate_options
 from .probe import EPS
 from .report import GradientReport
@@ -44,9 +52,9 @@ class Call:
     needs: list[bool] = field(default_factory=list)
 
 
-def _takes_ctx(cls: type) -> bool:
+def _takes_ctx(cls: Any) -> bool:
     """Returns True for the classic forward(ctx, *inputs); False when setup_context is defined."""
-    return getattr(cls, "setup_context") is Function.setup_context
+    return cls.setup_context is Function.setup_context
 
 
 def _arg_names(cls: Any, count: int) -> list[str]:
@@ -76,7 +84,7 @@ def recording(classes: Sequence[Any]) -> Iterator[list[Call]]:
             if not kwargs and not any(c.cls is _cls for c in calls):
                 calls.append(Call(_cls, inputs, [isinstance(a, torch.Tensor) and a.requires_grad for a in inputs]))
             return originals[_cls](*args, **kwargs)
-        setattr(cls, "forward", staticmethod(wrapper))
+        cls.forward = staticmethod(wrapper)
     try:
         yield calls
     finally:
@@ -84,7 +92,7 @@ def recording(classes: Sequence[Any]) -> Iterator[list[Call]]:
             if f is None:
                 delattr(cls, "forward")
             else:
-                setattr(cls, "forward", f)
+                cls.forward = f
 
 
 def _call_names(call: Call, given: Sequence[str] | None) -> list[str]:
@@ -155,7 +163,7 @@ def check_calls(calls: Sequence[Call], h: Step, tol: float, seed: int, eps: floa
         try:
             got, got_names = _measure_call(call, h, tol, seed, IN_GRAPH_COORDS, eps, dtype,
                                            min(directions, IN_GRAPH_DIRECTIONS), bisect)
-        except Exception as exc:  # the Function alone may need context the model gives it
+        except Exception as exc:  # noqa: BLE001  (the Function alone may need context the model gives it)
             log.warning("custom autograd.Function %s could not be checked alone: %s", call.cls.__name__, exc)
             continue
         raw = got if raw is None else merge(raw, got)

@@ -15,7 +15,14 @@ import torch
 from ..errors import ConfigError
 from .custom import check_calls, recording
 from .graph import custom_nodes, function_classes, reached
-from .measure import Step, assemble_report, few_threads, measure_steps, merge, mismatched
+from .measure import (
+    Step,
+    assemble_report,
+    few_threads,
+    measure_steps,
+    merge,
+    mismatched,
+)
 from .objective import int_at_least, positive_float
 from .probe import Target
 from .report import GradientReport
@@ -184,7 +191,7 @@ def check_function(f: Callable[..., Any], *arrays: ArrayLike, grad: Callable[...
         if grad is None:
             g, again, extra = _autograd(f, tensors, h, tol, per_tensor)
         else:
-            args = lambda: [arr.copy() if arr is not None else w.clone() for w, arr in copies]  # noqa: E731
+            args = lambda: [arr.copy() if arr is not None else w.clone() for w, arr in copies]
             g, again = (split_grads(grad(*args()), tensors, "grad") for _ in range(2))
             extra = (None, [])
         report = check_arrays(value, tensors, g, again, h, tol, per_tensor, numpy_code,

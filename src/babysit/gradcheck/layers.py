@@ -16,7 +16,14 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
-from .function import check_arrays, check_function, default_names, split_grads, validate, working_copy
+from .function import (
+    check_arrays,
+    check_function,
+    default_names,
+    split_grads,
+    validate,
+    working_copy,
+)
 from .measure import Step, few_threads
 from .report import GradientReport
 
