@@ -7,7 +7,8 @@ import babysit as bs
 PUBLIC = [
     "BabysitError", "CheckFailed", "ConfigError", "DataError", "EpochRecord", "Evaluation", "GradientReport",
     "MissingExtra", "PreflightReport", "Run", "SanityReport", "Splits", "StepRecord", "Stop", "StoreError", "Task",
-    "UserCodeError", "__version__", "assert_gradients", "check_function", "check_gradients", "check_task", "config",
+    "UserCodeError", "__version__", "assert_gradients", "check_autograd_function", "check_function", "check_gradients",
+    "check_layer", "check_loss", "check_task", "config",
     "data", "errors", "evaluate", "gradcheck", "hparams", "load", "losses", "models", "optim", "sanity",
     "sanity_checks", "status", "step", "store", "train",
 ]
