@@ -15,6 +15,7 @@ from ..errors import CheckFailed, ConfigError
 from .advice import failing
 from .custom import check_calls, recording
 from .dtype import FALLBACK_H, FALLBACK_TOL, clash, compare, model_dtype, own_gradients
+from .probe import PARAM_SCALE
 from .measure import (
     SWEEP_STEPS,
     Step,
@@ -40,7 +41,11 @@ def _run(obj: Objective, leaves: Mapping[str, torch.Tensor], h: Step, tol: float
     if not math.isfinite(loss):
         raise ConfigError(f"loss_fn: the objective is {loss} at the check point; a gradient check needs a "
                           "finite loss (lower the init scale or check the loss)")
-    targets = make_targets(leaves, grads, per_tensor, directions, seed, obj.suffix_values(list(leaves)))
+    params = {n for n, _ in obj.model.named_parameters()}
+    # float64 checks keep parameter steps at or above the notes' absolute h; a float32 fallback (eps ~1e-7,
+    # h 1e-2) stays purely relative, or its steps would be far too coarse
+    floors = {n: PARAM_SCALE for n in leaves if n in params} if eps < 1e-12 else {}
+    targets = make_targets(leaves, grads, per_tensor, directions, seed, obj.suffix_values(list(leaves)), floors)
     return measure_steps(obj.value, loss, targets, h, tol, mismatched(grads, again), eps=eps), grads
 
 

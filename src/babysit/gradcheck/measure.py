@@ -73,14 +73,19 @@ def summarise(name: str, entries: Sequence[Entry], backward_differs: bool, kinke
 
 def make_targets(leaves: Mapping[str, torch.Tensor], grads: Mapping[str, torch.Tensor], per_tensor: int,
                  directions: int, seed: int,
-                 values: Mapping[str, Callable[[], float]] | None = None) -> list[Target]:
-    """Returns one Target per tensor: stratified coordinates plus unit random directions (and its own f)."""
+                 values: Mapping[str, Callable[[], float]] | None = None,
+                 floors: Mapping[str, float] | None = None) -> list[Target]:
+    """Returns one Target per tensor: stratified coordinates plus unit random directions (and its own f).
+
+    floors: name -> the least scale of its relative step (PARAM_SCALE for a model's parameters).
+    """
     out = []
     for k, (name, tensor) in enumerate(leaves.items()):
         rng = np.random.default_rng([seed, k])
         coords = stratified_coordinates(tuple(tensor.shape), per_tensor, rng)
         dirs = random_directions(tensor, directions, seed * 7919 + k) if tensor.numel() > 1 else []
-        out.append(Target(name, tensor, grads[name], coords, dirs, rng, value=(values or {}).get(name)))
+        out.append(Target(name, tensor, grads[name], coords, dirs, rng, value=(values or {}).get(name),
+                          scale_floor=(floors or {}).get(name, 0.0)))
     return out
 
 
@@ -88,7 +93,8 @@ def _repeat_entry(prober: Prober, leaf: Target, first: torch.Tensor, second: tor
     """Returns the second backward's value checked at the element where the two backwards differ most."""
     gap = torch.nan_to_num((first - second).abs(), nan=math.inf)
     idx = tuple(int(i) for i in np.unravel_index(int(gap.argmax()), tuple(first.shape)))
-    again = Target(leaf.name, leaf.tensor, second, [idx], [], leaf.rng, value=leaf.value)
+    again = Target(leaf.name, leaf.tensor, second, [idx], [], leaf.rng, value=leaf.value,
+                   scale_floor=leaf.scale_floor)
     return prober.entry(again, idx, h)
 
 

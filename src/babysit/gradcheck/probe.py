@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 EPS = float(np.finfo(np.float64).eps)
 # Each evaluation of f carries a few ulps of rounding (sums over a batch, a softmax, a matmul); the
 # centered difference turns k ulps into k*eps*|f|/h. c = 10 covers 10 ulps per evaluation with margin.
+PARAM_SCALE = 0.1  # a model parameter's step is h * max(|p_i|, rms, 0.1): a bias near its zero init keeps a usable step
 ROUNDOFF_C = 10.0
 # The notes: gradients "roughly 1e-10 and smaller in absolute value" are worrying; scale the loss up.
 TINY_ABS = 1e-10
@@ -85,6 +86,7 @@ class Target:
     rng: np.random.Generator
     taken: set[Index] = field(default_factory=set)
     value: Callable[[], float] | None = None  # f for this tensor when cheaper than the prober's (a suffix)
+    scale_floor: float = 0.0  # PARAM_SCALE for a model's parameters; 0 for arrays checked at their own scale
 
     def __post_init__(self) -> None:
         self.taken.update(self.coords)
@@ -93,8 +95,11 @@ class Target:
         data = self.tensor.detach()
         rms = float(torch.linalg.vector_norm(data, dtype=torch.float64)) / math.sqrt(data.numel()) \
             if data.numel() else 0.0
-        # The step is relative to the tensor's scale: a fixed h is huge for inputs of scale 0.01.
-        self.scale = rms if rms > 0.0 and math.isfinite(rms) else 1.0
+        # The step is relative to the tensor's scale: a fixed h is huge for inputs of scale 0.01. A model's
+        # parameters never go below h * PARAM_SCALE: a bias just off its zero init has an rms
+        # near 1e-4, and steps of 1e-9 drown a small loss's gradient in the round-off of its sums.
+        scale = max(rms, self.scale_floor) if math.isfinite(rms) else 1.0
+        self.scale = scale if scale > 0.0 else 1.0
 
     def original(self) -> torch.Tensor:
         """Returns a copy of the tensor's unperturbed values, taken once (directions restore from it)."""
