@@ -29,6 +29,7 @@ from .step import StepRecord, closure_step, evaluate, train_step
 from .store import (SCHEMA_VERSION, CheckpointWriter, EpochRecord, Run, RunStore, best_of, list_checkpoints, load_checkpoint, now,
                     read_config, write_config)
 from .task import Task, validate_hp
+from .telemetry.runs import watch_training
 
 __all__ = ["train", "Observer", "resolve_hp", "pick_device"]
 
@@ -194,13 +195,14 @@ def _notify(observers: Sequence[Any], method: str, record: Any) -> None:
 def train(task: Task, hp: Mapping[str, Any], *, epochs: int, run_dir: str | Path, seed: int = 0,
           batch_size: int | None = None, resume: bool = False, force: bool = False,
           device: str | torch.device = "auto", observers: Sequence[Any] = (),
-          checkpoint_interval: float = 5.0) -> Run:
+          checkpoint_interval: float = 5.0, monitor: bool = True) -> Run:
     """Returns the Run after training task's model with hp for `epochs` epochs, kept in run_dir.
 
     A NaN/inf loss ends the run as "diverged" (no exception); Ctrl-C ends it as "interrupted" after
     the current step; resume=True continues from the last checkpoint with the same numbers.
     checkpoint_interval: at most one checkpoint write per this many seconds (0: every epoch); the
     best and the last epoch are always on disk when train returns.
+    monitor=True records the notes' instruments (babysit.telemetry.watch); False attaches nothing.
     """
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ConfigError(f"epochs={epochs!r}: must be an integer >= 1")
@@ -217,11 +219,18 @@ def train(task: Task, hp: Mapping[str, Any], *, epochs: int, run_dir: str | Path
     run_dir.mkdir(parents=True, exist_ok=True)
     write_config(run_dir, config)
     store, writer = RunStore(run_dir), CheckpointWriter(run_dir, interval=checkpoint_interval)
+    watcher = None
     try:
         if ckpt is not None:
             loop.restore(ckpt)
+        if monitor:  # telemetry first: the observers after it see this epoch's probe
+            watcher = watch_training(task, loop.model, loop.optimizer, store, start_step=loop.step,
+                                     start_epoch=loop.epoch)
+            observers = [watcher.observer, *observers]
         return _run(task, hp, epochs, run_dir, seed, dev, loop, store, writer, observers)
     finally:
+        if watcher is not None:
+            watcher.close()
         writer.close()
         store.close()
 
