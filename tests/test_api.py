@@ -5,10 +5,11 @@ from __future__ import annotations
 import babysit as bs
 
 PUBLIC = [
-    "BabysitError", "CheckFailed", "ConfigError", "DataError", "EpochRecord", "Evaluation", "GradientReport",
+    "BabysitError", "CheckFailed", "ConfigError", "DataError", "EpochRecord", "Evaluation", "Finding",
+    "GradientReport",
     "MissingExtra", "PreflightReport", "Run", "SanityReport", "Splits", "StepRecord", "StoreError", "Task",
-    "__version__", "assert_gradients", "check_function", "check_gradients", "check_task", "config", "data", "errors",
-    "evaluate", "gradcheck", "load", "losses", "models", "optim", "sanity", "sanity_checks", "step", "store", "train",
+    "__version__", "assert_gradients", "check_function", "check_gradients", "check_task", "config", "data", "diagnose", "errors",
+    "evaluate", "gradcheck", "load", "losses", "models", "optim", "sanity", "sanity_checks", "step", "store", "train", "watch",
 ]
 
 

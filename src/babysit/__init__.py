@@ -9,6 +9,7 @@ from __future__ import annotations
 from ._version import __version__
 from . import config, data, errors, gradcheck, losses, models, optim, sanity, step, store
 from .data import Splits
+from .diagnose import Finding, diagnose
 from .gradcheck import GradientReport, assert_gradients, check_function, check_gradients
 from .preflight import PreflightReport, check_task
 from .sanity import SanityReport, sanity_checks
@@ -17,11 +18,13 @@ from .runs import evaluate, load
 from .step import Evaluation, StepRecord
 from .store import EpochRecord, Run
 from .task import Task
+from .telemetry import watch
 from .train import train
 
 __all__ = sorted([
-    "BabysitError", "CheckFailed", "ConfigError", "DataError", "EpochRecord", "Evaluation", "GradientReport",
+    "BabysitError", "CheckFailed", "ConfigError", "DataError", "EpochRecord", "Evaluation", "Finding",
+    "GradientReport",
     "MissingExtra", "PreflightReport", "Run", "SanityReport", "Splits", "StepRecord", "StoreError", "Task",
-    "__version__", "assert_gradients", "check_function", "check_gradients", "check_task", "config", "data", "errors",
-    "evaluate", "gradcheck", "load", "losses", "models", "optim", "sanity", "sanity_checks", "step", "store", "train",
+    "__version__", "assert_gradients", "check_function", "check_gradients", "check_task", "config", "data", "diagnose", "errors",
+    "evaluate", "gradcheck", "load", "losses", "models", "optim", "sanity", "sanity_checks", "step", "store", "train", "watch",
 ])

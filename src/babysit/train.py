@@ -29,6 +29,7 @@ from .step import StepRecord, closure_step, evaluate, train_step
 from .store import (SCHEMA_VERSION, CheckpointWriter, EpochRecord, Run, RunStore, best_of, list_checkpoints, load_checkpoint, now,
                     read_config, write_config)
 from .task import Task, validate_hp
+from .diagnose import LiveDiagnosis
 from .telemetry.runs import watch_training
 
 __all__ = ["train", "Observer", "resolve_hp", "pick_device"]
@@ -226,7 +227,7 @@ def train(task: Task, hp: Mapping[str, Any], *, epochs: int, run_dir: str | Path
         if monitor:  # telemetry first: the observers after it see this epoch's probe
             watcher = watch_training(task, loop.model, loop.optimizer, store, start_step=loop.step,
                                      start_epoch=loop.epoch)
-            observers = [watcher.observer, *observers]
+            observers = [watcher.observer, LiveDiagnosis(watcher.snapshot, run_dir), *observers]
         return _run(task, hp, epochs, run_dir, seed, dev, loop, store, writer, observers)
     finally:
         if watcher is not None:

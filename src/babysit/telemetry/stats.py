@@ -66,15 +66,15 @@ def histogram(t: torch.Tensor, bins: int) -> tuple[list[float], list[float]]:
 
 
 def input_stats(x: torch.Tensor) -> dict[str, float]:
-    """Returns the inputs' global mean and std and the worst per-feature mean and std (constant features aside)."""
+    """Returns the inputs' global mean and std, and the worst per-feature |mean|/std (constant features aside)."""
     f = x.detach().float().reshape(len(x), -1)
     std = f.std(dim=0) if len(f) > 1 else torch.zeros(f.shape[1])
     mean = f.mean(dim=0)
     varying = std > 1e-8
     out = {"mean": float(f.mean()), "std": float(f.std()) if f.numel() > 1 else NAN}
     if bool(varying.any()):
-        out.update(feature_mean_absmax=float(mean[varying].abs().max()), feature_std_min=float(std[varying].min()),
-                   feature_std_max=float(std[varying].max()))
+        out.update(feature_z_max=float((mean[varying].abs() / std[varying]).max()),
+                   feature_std_min=float(std[varying].min()), feature_std_max=float(std[varying].max()))
     return out
 
 

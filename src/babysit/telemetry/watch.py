@@ -147,7 +147,7 @@ class Watch:
             unseen.append("torch.compile'd model: activations come from the probe pass on the eager module; "
                           "training-batch activations and output-gradient histograms are not recorded")
         self.store.set_meta(telemetry="on", num_classes=self.num_classes, loss_kind=self.loss_kind,
-                            params=json.dumps([n for n, _ in trainable]), frozen=json.dumps(frozen),
+                            params=json.dumps({n: p.numel() for n, p in trainable}), frozen=json.dumps(frozen),
                             shared=json.dumps(dict(shared)), not_in_optimizer=json.dumps(missing),
                             layers=json.dumps({layer.name: layer.kind for layer in self.layers}),
                             unseen=json.dumps(unseen), probe="given" if self.probe_x is not None else "training")
