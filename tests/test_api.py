@@ -9,7 +9,7 @@ PUBLIC = [
     "GradientReport",
     "MissingExtra", "PreflightReport", "Run", "SanityReport", "Splits", "StepRecord", "StoreError", "Task",
     "__version__", "assert_gradients", "check_function", "check_gradients", "check_task", "config", "data", "diagnose", "errors",
-    "evaluate", "gradcheck", "load", "losses", "models", "optim", "sanity", "sanity_checks", "step", "store", "train", "watch",
+    "evaluate", "gradcheck", "load", "losses", "models", "optim", "report", "sanity", "sanity_checks", "step", "store", "train", "watch",
 ]
 
 

@@ -14,6 +14,7 @@ from .gradcheck import GradientReport, assert_gradients, check_function, check_g
 from .preflight import PreflightReport, check_task
 from .sanity import SanityReport, sanity_checks
 from .errors import BabysitError, CheckFailed, ConfigError, DataError, MissingExtra, StoreError
+from .report import report
 from .runs import evaluate, load
 from .step import Evaluation, StepRecord
 from .store import EpochRecord, Run
@@ -26,5 +27,5 @@ __all__ = sorted([
     "GradientReport",
     "MissingExtra", "PreflightReport", "Run", "SanityReport", "Splits", "StepRecord", "StoreError", "Task",
     "__version__", "assert_gradients", "check_function", "check_gradients", "check_task", "config", "data", "diagnose", "errors",
-    "evaluate", "gradcheck", "load", "losses", "models", "optim", "sanity", "sanity_checks", "step", "store", "train", "watch",
+    "evaluate", "gradcheck", "load", "losses", "models", "optim", "report", "sanity", "sanity_checks", "step", "store", "train", "watch",
 ])

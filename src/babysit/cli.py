@@ -17,7 +17,9 @@ from rich.table import Table
 from . import __version__
 from .config import RunConfig, from_dict, load_config, parse_value, with_overrides
 from .errors import BabysitError
+from .diagnose import diagnose
 from .preflight import check_task
+from .report import ReportObserver, report
 from .runs import evaluate
 from .store import EpochRecord, Run
 from .task import Task
@@ -71,7 +73,22 @@ def _parser() -> argparse.ArgumentParser:
                    help="run only these sanity checks (repeatable): chance_loss, reg_raises_loss, overfit_tiny, "
                         "learnable_signal, batch_independence, params_get_gradient")
     c.add_argument("--json", action="store_true", help="print the report as JSON")
+    _add_look_commands(sub)
     return p
+
+
+def _add_look_commands(sub: Any) -> None:
+    rp = sub.add_parser("report", help="write report.html of one run (or several overlaid) and print its path")
+    rp.add_argument("runs", nargs="+", metavar="RUN")
+    rp.add_argument("--out", help="where the page goes (default RUN/report.html; several runs: compare.html)")
+    dp = sub.add_parser("diagnose", help="print a run's findings; exit 1 when one is an error")
+    dp.add_argument("run", metavar="RUN")
+    dp.add_argument("--reference", metavar="RUN", help="a bigger model's run on the same data (for underfitting)")
+    dp.add_argument("--json", action="store_true", help="print findings and skipped rules as JSON")
+    ep = sub.add_parser("export", help="export a run for another viewer")
+    ep.add_argument("run", metavar="RUN")
+    ep.add_argument("--tensorboard", action="store_true", required=True, help="TensorBoard event files")
+    ep.add_argument("--out", help="directory of the event files (default RUN/tensorboard)")
 
 
 def build_config(args: argparse.Namespace) -> RunConfig:
@@ -147,11 +164,12 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
     run_dir = cfg.train.run_dir or f"runs/{cfg.task.data}-{Path(cfg.task.model).name.replace(':', '.')}-" \
                                     f"{time.strftime('%Y%m%d-%H%M%S')}"
     progress = _Progress(console, cfg.train.epochs)
+    live_report = ReportObserver(run_dir)
     start = time.perf_counter()
     with progress.progress:
         run = train(task, cfg.hp, epochs=cfg.train.epochs, run_dir=run_dir, seed=cfg.train.seed,
                     device=cfg.train.device, resume=args.resume, force=args.force,
-                    observers=[progress] if progress.enabled else [],
+                    observers=[progress, live_report] if progress.enabled else [live_report],
                     checkpoint_interval=cfg.train.checkpoint_interval)
     test_acc = None
     if run.best_checkpoint is not None and task.splits.test is not None:
@@ -160,6 +178,7 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
         print(json.dumps({**run.to_dict(), "test_acc": test_acc}, indent=2))
     else:
         console.print(_summary(run, test_acc, time.perf_counter() - start))
+        console.print(f"report: {live_report.path}", highlight=False)
     return {"completed": EXIT_OK, "interrupted": EXIT_INTERRUPTED}.get(run.status, EXIT_FAILED)
 
 
@@ -180,13 +199,45 @@ def cmd_check(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK if report.ok else EXIT_FAILED
 
 
+def cmd_report(args: argparse.Namespace, console: Console) -> int:
+    """Runs `babysit report RUN [RUN...]`: writes the page and prints its path."""
+    print(report(*args.runs, out=args.out))
+    return EXIT_OK
+
+
+def cmd_diagnose(args: argparse.Namespace, console: Console) -> int:
+    """Runs `babysit diagnose RUN`: the findings as a table (or JSON); 1 when one is an error."""
+    findings = diagnose(args.run, reference=args.reference)
+    if args.json:
+        print(json.dumps(findings.to_dict(), indent=2, default=str))
+    else:
+        t = Table(title=f"babysit diagnose {args.run}: {len(findings)} finding(s)")
+        for col in ("severity", "code", "what", "what to do"):
+            t.add_column(col, overflow="fold")
+        for f in findings:
+            t.add_row(f.severity, f.code, f.message, f.advice)
+        console.print(t)
+        for s in findings.skipped:
+            console.print(f"skipped {s.rule}: {s.reason}", highlight=False, markup=False)
+    return EXIT_FAILED if findings.worst == "error" else EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace, console: Console) -> int:
+    """Runs `babysit export --tensorboard RUN`: writes event files and prints their directory."""
+    from .report.export import export_tensorboard
+
+    print(export_tensorboard(args.run, out=args.out))
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the babysit command line; returns the exit code."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     console = Console()
     try:
-        return {"train": cmd_train, "check": cmd_check}[args.command](args, console)
+        return {"train": cmd_train, "check": cmd_check, "report": cmd_report, "diagnose": cmd_diagnose,
+                "export": cmd_export}[args.command](args, console)
     except BabysitError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -56,11 +56,13 @@ def update_ratio_low(h: History, ctx: Context) -> Result:
     typical = median(ratios.values())
     severe = typical < t["ratio_low"] and loss_stuck(h, t, 1) and not blamed
     layer = min(low, key=lambda k: low[k])
-    why = "" if severe else " (the loss is moving, or dead/saturated units explain it)"
+    factor = f"multiply the learning rate by about {fmt(_decades(typical if typical > 0 else low[layer]))}"
+    advice = (factor if severe else "fix the dead or saturated layers first: they stop the updates" if blamed
+              else f"nothing while the loss keeps falling; if it stalls, {factor}")
+    why = "" if severe else " (dead/saturated units explain it)" if blamed else " (the loss is still falling)"
     return Finding("update_ratio_low", "warning" if severe else "info",
                    f"the update:weight ratio of {layer} is {fmt(low[layer])}, far below the notes' ~1e-3" + why,
-                   {"layer": layer, "update_ratio": low[layer], "ratios": ratios, "lr": learning_rate(h)},
-                   f"multiply the learning rate by about {fmt(_decades(typical if typical > 0 else low[layer]))}")
+                   {"layer": layer, "update_ratio": low[layer], "ratios": ratios, "lr": learning_rate(h)}, advice)
 
 
 def dead_units_rule(h: History, ctx: Context) -> Result:

@@ -103,6 +103,7 @@ class Watch:
         self.start_step, self.epochs_done, self._epoch_start_step = start_step, start_epoch, start_step
         self.position = float(start_epoch)  # the current (fractional) epoch
         self._epoch_started = time.perf_counter()
+        self._epoch_of: dict[int, float] = {}  # train's exact (fractional) epoch of each step
         self._mirror: dict[str, deque[tuple[int, float, float]]] = {}
         self._head: dict[str, list[tuple[int, float, float]]] = {}
         self._epochs: dict[int, dict[str, float]] = {}
@@ -110,6 +111,7 @@ class Watch:
         self._batch: list[tuple[int, str, torch.Tensor]] = []
         self._grads: list[tuple[str, torch.Tensor]] = []
         self._hooks: list[Any] = []
+        self._grad_next = True
         self._drained_at = time.monotonic()
         self.tracker = UpdateTracker(optimizer, trainable, self._after_step)
         self._write_meta(trainable, frozen, shared, missing)
@@ -181,6 +183,9 @@ class Watch:
     def _end_epoch(self, epoch: int) -> None:
         self.epochs_done, self.position, self._epoch_start_step = epoch, float(epoch), self.global_step
         self._epoch_started = time.perf_counter()
+        self._disarm()
+        self._grad_next = True
+        self._arm(self.global_step + 1)
         self._probe(self.global_step)
         self._first_layer(self.global_step)
         self._drain()
@@ -219,8 +224,9 @@ class Watch:
         """Runs in the optimizer's post-step hook: collects the step's samples, arms the next step."""
         step = self.global_step
         self._disarm()
-        if self.opts["hist_every"] and step % self.opts["hist_every"] == 0:
+        if self._grads:
             self._grad_histograms(step)
+        if self.opts["hist_every"] and step % self.opts["hist_every"] == 0:
             self._probe(step)
         if len(self.tracker.pending) >= 64 or time.monotonic() - self._drained_at > 2.0:
             self._drain()
@@ -231,7 +237,9 @@ class Watch:
         if self.compiled:
             return
         act = bool(self.opts["act_every"]) and step % self.opts["act_every"] == 0
-        grad = bool(self.opts["hist_every"]) and step % self.opts["hist_every"] == 0
+        # output gradients: every hist_every steps, and on the first step of every epoch (the heat-map's columns)
+        grad = bool(self.opts["hist_every"]) and (step % self.opts["hist_every"] == 0 or self._grad_next)
+        self._grad_next = False
         if act or grad:
             for layer in self.layers:
                 self._hooks.append(layer.module.register_forward_hook(self._batch_hook(layer, step, act, grad)))
@@ -312,13 +320,14 @@ class Watch:
     def _drain(self) -> None:
         """Moves every pending measurement to the store, in one host synchronisation per kind."""
         self._drained_at = time.monotonic()
-        pos = self.position
-        rows = [(s, pos, f"{k}/{n}", v) for s, n, r, g, w in self.tracker.drain()
+        at, pos = self._epoch_of, self.position
+        self._epoch_of = {}
+        rows = [(s, at.get(s, pos), f"{k}/{n}", v) for s, n, r, g, w in self.tracker.drain()
                 for k, v in (("update_ratio", r), ("grad_norm", g), ("weight_norm", w))]
         if self._batch:
             stats = torch.stack([t for _, _, t in self._batch]).cpu().tolist()
             names = ("batch_act_mean", "batch_act_msq", "batch_act_dead", "batch_act_saturated")
-            rows += [(s, pos, f"{k}/{layer}", v) for (s, layer, _), vals in zip(self._batch, stats)
+            rows += [(s, at.get(s, pos), f"{k}/{layer}", v) for (s, layer, _), vals in zip(self._batch, stats)
                      for k, v in zip(names, vals) if v == v]
             self._batch.clear()
         if self._losses:
@@ -366,7 +375,7 @@ class TrainObserver:
         self.w = w
 
     def on_step(self, record: Any) -> None:
-        self.w.position = float(record.epoch)
+        self.w.position = self.w._epoch_of[record.step] = float(record.epoch)
         self.w.mirror("loss", record.step, record.epoch, record.loss)
 
     def on_epoch(self, record: EpochRecord) -> None:
