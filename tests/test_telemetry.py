@@ -36,7 +36,7 @@ def test_update_ratio_is_the_actual_change_for_adam(tmp_path, digits):
     x, y = bs.data.tensors(digits.train)
     model = bs.models.mlp((64,), 10, hidden=(16,))
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    w = watch(model, opt, tmp_path, num_classes=10)
+    w = watch(model, opt, tmp_path, num_classes=10, every=1)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     loss = F.cross_entropy(model(x[:32]), y[:32])
     opt.zero_grad()
@@ -90,7 +90,8 @@ def test_hand_loop_records_every_instrument(tmp_path, digits):
     xv, yv = bs.data.tensors(digits.val)
     model = bs.models.mlp((64,), 10, hidden=(32, 32))
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    with watch(model, opt, tmp_path, num_classes=10, probe=(xv, yv), hist_every=10, act_every=5, hist_keep=6) as w:
+    with watch(model, opt, tmp_path, num_classes=10, probe=(xv, yv), every=1, hist_every=10, act_every=5,
+               hist_keep=6) as w:
         for _ in range(2):
             _loop(model, opt, w, x, y, 40)
             w.epoch(val_acc=0.5)
@@ -122,7 +123,7 @@ def test_no_hookable_layers_shared_and_frozen_params_are_reported(tmp_path):
     model = Custom()
     opt = torch.optim.SGD([model.w], lr=0.1)
     x, y = torch.randn(64, 4), torch.randint(0, 3, (64,))
-    with watch(model, opt, tmp_path / "a", num_classes=3) as w:
+    with watch(model, opt, tmp_path / "a", num_classes=3, every=1) as w:
         _loop(model, opt, w, x, y, 5, bs_=16)
     h = read_history(tmp_path / "a")
     assert json.loads(h.meta["frozen"]) == ["frozen"] and "no Linear" in json.loads(h.meta["unseen"])[0]
@@ -163,7 +164,7 @@ def test_bf16_autocast_on_cpu(tmp_path, digits):
     x, y = bs.data.tensors(digits.train)
     model = bs.models.mlp((64,), 10, hidden=(32,))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    with watch(model, opt, tmp_path, num_classes=10, act_every=1, hist_every=5) as w:
+    with watch(model, opt, tmp_path, num_classes=10, every=1, act_every=1, hist_every=5) as w:
         _loop(model, opt, w, x, y, 10, autocast=True)
         w.epoch()
     h = read_history(tmp_path)
@@ -178,7 +179,7 @@ def test_torch_compiled_model_is_watched_or_says_what_it_cannot_see(tmp_path, di
     eager = bs.models.mlp((64,), 10, hidden=(16,))
     model = torch.compile(eager, backend="eager")
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    with watch(model, opt, tmp_path, num_classes=10, probe=x[:200], act_every=1) as w:
+    with watch(model, opt, tmp_path, num_classes=10, probe=x[:200], every=1, act_every=1) as w:
         _loop(model, opt, w, x, y, 6)
         w.epoch()
     h = read_history(tmp_path)
@@ -196,7 +197,7 @@ def test_train_monitor_true_records_and_monitor_false_attaches_nothing(spiral_ta
     assert h_on.has_telemetry and not h_off.has_telemetry
     assert set(h_off.scalars) == {"loss"} | {f"epoch/{k}" for k in bs.store.EPOCH_KEYS}
     steps = len(h_on.loss)
-    assert len(h_on.series("update_ratio/fc1.weight")) == steps
+    assert h_on.series("update_ratio/fc1.weight").steps == tuple(range(10, steps + 1, 10))  # every=10 by default
     assert len(h_on.series("act_dead/act1")) == 3  # init + two epochs, on the validation split
     assert h_on.series("probe/loss").values[0] == pytest.approx(1.0986, abs=0.02)  # ln 3
     assert RunStore(on.dir).meta()["probe"] == "given"

@@ -51,13 +51,25 @@ def batch_stats(t: torch.Tensor, kind: str) -> torch.Tensor:
     return torch.stack([t.mean(), (t * t).mean(), dead, sat])
 
 
-def histogram(t: torch.Tensor, bins: int) -> tuple[list[float], list[float]]:
-    """Returns (counts, edges) of a tensor's finite values over its own range."""
-    t = t.detach().float().flatten()
-    t = t[torch.isfinite(t)]
+def histogram(t: torch.Tensor, bins: int, max_elements: int = 1 << 16) -> tuple[list[float], list[float]]:
+    """Returns (counts, edges) of a tensor's finite values over its own range (an even subsample of large ones).
+
+    The shape of a distribution needs no more than 65,536 values; the boolean mask of non-finite
+    values is only built when the range says there are some.
+    """
+    t = t.detach().flatten()
+    if t.numel() > max_elements:
+        t = t[:: t.numel() // max_elements + 1]
+    t = t.float()
     if t.numel() == 0:
         return [0.0] * bins, [0.0] * (bins + 1)
-    lo, hi = float(t.min()), float(t.max())
+    lo_t, hi_t = torch.aminmax(t)
+    lo, hi = float(lo_t), float(hi_t)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        t = t[torch.isfinite(t)]
+        if t.numel() == 0:
+            return [0.0] * bins, [0.0] * (bins + 1)
+        lo, hi = float(t.min()), float(t.max())
     if hi <= lo:
         lo, hi = lo - 0.5, hi + 0.5
     counts = torch.histc(t, bins=bins, min=lo, max=hi)
