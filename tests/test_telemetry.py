@@ -102,7 +102,7 @@ def test_hand_loop_records_every_instrument(tmp_path, digits):
                                             "fc3.bias"}
     assert len(h.series("update_ratio/fc1.weight")) == 80
     assert h.series("probe/loss").values[0] == pytest.approx(2.3026, abs=0.05)  # small last layer: ln 10
-    assert set(h.group("act_dead")) == {"act1", "act2"} and len(h.series("batch_act_mean/fc1")) == 16
+    assert set(h.group("act_dead")) == {"act1", "act2"} and len(h.series("batch_act_mean/act1")) == 16
     assert 0.5 < h.series("input/std").values[0] < 2.0  # digits are standardised
     acts, grads = h.hist("act"), h.hist("grad")
     assert set(acts) == set(grads) == {"fc1", "act1", "fc2", "act2", "fc3"}
@@ -168,7 +168,7 @@ def test_bf16_autocast_on_cpu(tmp_path, digits):
         _loop(model, opt, w, x, y, 10, autocast=True)
         w.epoch()
     h = read_history(tmp_path)
-    assert len(h.series("batch_act_mean/fc1")) == 10 and len(h.series("update_ratio/fc1.weight")) == 10
+    assert len(h.series("batch_act_mean/act1")) == 10 and len(h.series("update_ratio/fc1.weight")) == 10
     assert all(v == v and v > 0 for v in h.series("update_ratio/fc1.weight").values)
     assert h.hist("grad")["fc1"] and h.series("act_dead/act1").values
 

@@ -17,7 +17,7 @@ from torch import nn
 
 from .layers import Layer
 
-__all__ = ["ProbeResult", "probe_pass", "batch_stats", "histogram", "input_stats", "SATURATION"]
+__all__ = ["ProbeResult", "probe_pass", "batch_stats", "BATCH_STATS", "histogram", "input_stats", "SATURATION"]
 
 SATURATION = 0.97  # |tanh| > 0.97, or sigmoid within 3% of 0 or 1
 NAN = float("nan")
@@ -42,13 +42,23 @@ def saturated_fraction(t: torch.Tensor, kind: str) -> torch.Tensor:
     return (t.abs() > SATURATION).float().mean()
 
 
-def batch_stats(t: torch.Tensor, kind: str) -> torch.Tensor:
-    """Returns [mean, mean of squares, dead fraction, saturated fraction] as one tensor (NaN where n/a)."""
+BATCH_STATS = {"relu": ("batch_act_mean", "batch_act_msq", "batch_act_dead"),
+               "tanh": ("batch_act_mean", "batch_act_msq", "batch_act_saturated"),
+               "sigmoid": ("batch_act_mean", "batch_act_msq", "batch_act_saturated")}
+
+
+def batch_stats(t: torch.Tensor, kind: str) -> list[torch.Tensor]:
+    """Returns 0-d tensors [mean, mean of squares, dead or saturated fraction] (names: BATCH_STATS[kind]).
+
+    Nothing is read to the host here: the caller stacks many steps' values in one go.
+    """
     t = t.detach().float()
-    nan = torch.full((), NAN, device=t.device)
-    dead = dead_fraction(t) if kind == "relu" else nan
-    sat = saturated_fraction(t, kind) if kind in ("tanh", "sigmoid") else nan
-    return torch.stack([t.mean(), (t * t).mean(), dead, sat])
+    out = [t.mean(), torch.linalg.vector_norm(t).square() / t.numel()]
+    if kind == "relu":
+        out.append(dead_fraction(t))
+    elif kind in ("tanh", "sigmoid"):
+        out.append(saturated_fraction(t, kind))
+    return out
 
 
 def histogram(t: torch.Tensor, bins: int, max_elements: int = 1 << 16) -> tuple[list[float], list[float]]:
@@ -113,11 +123,13 @@ def _eval(model: nn.Module) -> Iterator[None]:
         model.train(was)
 
 
-def _record(res: ProbeResult, name: str, t: torch.Tensor, kind: str, bins: int) -> None:
+def _record(res: ProbeResult, name: str, t: torch.Tensor, kind: str, bins: int, units: bool) -> None:
     t = t.detach().float()
     res.scalars[f"act_mean/{name}"] = float(t.mean())
     res.scalars[f"act_std/{name}"] = float(t.std()) if t.numel() > 1 else NAN
-    if kind == "relu":
+    if not units:
+        pass
+    elif kind == "relu":
         res.scalars[f"act_dead/{name}"] = float(dead_fraction(t))
     elif kind in ("tanh", "sigmoid"):
         res.scalars[f"act_saturated/{name}"] = float(saturated_fraction(t, kind))
@@ -128,8 +140,12 @@ def _record(res: ProbeResult, name: str, t: torch.Tensor, kind: str, bins: int) 
 
 @torch.no_grad()
 def probe_pass(model: nn.Module, layers: list[Layer], x: torch.Tensor, y: torch.Tensor | None,
-               loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None, bins: int = 32) -> ProbeResult:
-    """Returns the probe statistics of every watched layer on x (eval mode, no gradients), and the probe loss."""
+               loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None, bins: int = 32,
+               units: bool = True) -> ProbeResult:
+    """Returns the probe statistics of every watched layer on x (eval mode, no gradients), and the probe loss.
+
+    units=False leaves out dead and saturated fractions (a pass on part of the probe cannot judge them).
+    """
     res, seen, calls = ProbeResult(), {_storage(x)}, {}  # type: ignore[var-annotated]
 
     def hook(layer: Layer) -> Callable[..., None]:
@@ -141,10 +157,10 @@ def probe_pass(model: nn.Module, layers: list[Layer], x: torch.Tensor, y: torch.
                 if _storage(inp) == _storage(x) and res.first_layer is None:
                     res.first_layer = name
                 elif _storage(inp) not in seen and float(inp.min()) >= 0:  # an invisible F.relu before this layer
-                    _record(res, f"{name}:input", inp, "relu", bins)
+                    _record(res, f"{name}:input", inp, "relu", bins, units)
             if isinstance(output, torch.Tensor):
                 seen.add(_storage(output))
-                _record(res, name, output, layer.kind, bins)
+                _record(res, name, output, layer.kind, bins, units)
         return fn
 
     handles = [layer.module.register_forward_hook(hook(layer)) for layer in layers]
@@ -154,7 +170,7 @@ def probe_pass(model: nn.Module, layers: list[Layer], x: torch.Tensor, y: torch.
     finally:
         for h in handles:
             h.remove()
-    if y is not None and loss_fn is not None and isinstance(scores, torch.Tensor):
+    if units and y is not None and loss_fn is not None and isinstance(scores, torch.Tensor):
         loss = float(loss_fn(scores.float(), y))
         res.scalars["probe/loss"] = loss if math.isfinite(loss) else NAN
         if scores.dim() == 2:

@@ -23,7 +23,7 @@ class UpdateTracker:
         self.names = [n for n, _ in params]
         self.params = [p for _, p in params]
         self.armed = False
-        self.pending: list[tuple[int, torch.Tensor]] = []
+        self.pending: list[tuple[int, list[torch.Tensor]]] = []
         self._bufs: list[torch.Tensor] = []
         self._grad_norms: list[torch.Tensor] = []
         self._on_step = on_step
@@ -47,10 +47,8 @@ class UpdateTracker:
             with torch.no_grad():
                 detached = [p.detach() for p in self.params]
                 torch._foreach_sub_(self._bufs, detached)
-                dn = torch._foreach_norm(self._bufs)
-                wn = torch._foreach_norm(detached)
-                stats = torch.stack([torch.stack([d.float() for d in dn]), torch.stack([w.float() for w in wn]),
-                                     torch.stack([g.float() for g in self._grad_norms])])
+                # 0-d tensors kept as they are: one torch.stack at drain() instead of several per step
+                stats = [*torch._foreach_norm(self._bufs), *torch._foreach_norm(detached), *self._grad_norms]
             self.pending.append((self.step, stats))
             self._grad_norms = []
         self._on_step()
@@ -60,11 +58,12 @@ class UpdateTracker:
         if not self.pending:
             return []
         steps = [s for s, _ in self.pending]
-        values = torch.stack([t for _, t in self.pending]).cpu().tolist()
+        flat = torch.stack([t.float() for _, ts in self.pending for t in ts]).cpu().tolist()
         self.pending.clear()
-        rows = []
-        for step, (dn, wn, gn) in zip(steps, values):
-            for name, d, w, g in zip(self.names, dn, wn, gn):
+        p, rows = len(self.names), []
+        for k, step in enumerate(steps):
+            block = flat[3 * p * k: 3 * p * (k + 1)]
+            for name, d, w, g in zip(self.names, block[:p], block[p:2 * p], block[2 * p:]):
                 rows.append((step, name, d / w if w > 0 else float("nan"), g, w))
         return rows
 

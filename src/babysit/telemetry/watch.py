@@ -24,7 +24,7 @@ from ..store import (ArraySnapshot, EpochRecord, Histogram, History, RunStore, S
                      read_config, write_config)
 from ..store.records import epoch_records
 from .layers import Layer, first_weight_layer, named_trainable, watched_layers
-from .stats import batch_stats, histogram, input_stats, probe_pass
+from .stats import BATCH_STATS, batch_stats, histogram, input_stats, probe_pass
 from .updates import UpdateTracker
 
 __all__ = ["Watch", "watch", "DEFAULTS"]
@@ -33,7 +33,7 @@ __all__ = ["Watch", "watch", "DEFAULTS"]
 # gradient norms every 10 steps, training-batch activations every 50, a probe pass with histograms
 # every 500 steps and at every epoch's end. every=1, act_every=1 is the notes' full set each step.
 DEFAULTS: dict[str, Any] = {"every": 10, "act_every": 50, "hist_every": 500, "bins": 32, "hist_keep": 64,
-                            "array_keep": 32, "max_probe": 1024, "max_filters": 64}
+                            "array_keep": 32, "max_probe": 1024, "max_filters": 64, "hist_probe": 512}
 _MIRROR = 4096  # scalars per key kept in memory for the live rules (plus the first 256)
 
 
@@ -99,6 +99,10 @@ class Watch:
         self.store = store if store is not None else self._open(Path(run_dir))  # type: ignore[arg-type]
         self.dir = Path(self.store.path).parent
         self.layers = watched_layers(self.eager)
+        # per-step batch statistics on activation modules (the probe covers every layer); Linear/Conv
+        # outputs only when the model has no activation module to watch
+        acts = {layer.name for layer in self.layers if not layer.has_weight}
+        self._act_layers = acts or {layer.name for layer in self.layers}
         device = next((p.device for p in self.eager.parameters()), torch.device("cpu"))
         self.probe_x, self.probe_y = _probe_tensors(probe, self.opts["max_probe"], device)
         self.start_step, self.epochs_done, self._epoch_start_step = start_step, start_epoch, start_step
@@ -109,7 +113,7 @@ class Watch:
         self._head: dict[str, list[tuple[int, float, float]]] = {}
         self._epochs: dict[int, dict[str, float]] = {}
         self._losses: list[tuple[int, float, Any]] = []
-        self._batch: list[tuple[int, str, torch.Tensor]] = []
+        self._batch: list[tuple[int, str, tuple[str, ...], list[torch.Tensor]]] = []
         self._grads: list[tuple[str, torch.Tensor]] = []
         self._hooks: list[Any] = []
         self._grad_next = True
@@ -228,7 +232,7 @@ class Watch:
         if self._grads:
             self._grad_histograms(step)
         if self.opts["hist_every"] and step % self.opts["hist_every"] == 0:
-            self._probe(step)
+            self._probe(step, full=False)
         if len(self.tracker.pending) >= 64 or time.monotonic() - self._drained_at > 2.0:
             self._drain()
         self._arm(step + 1)
@@ -241,8 +245,8 @@ class Watch:
         # output gradients: every hist_every steps, and on the first step of every epoch (the heat-map's columns)
         grad = bool(self.opts["hist_every"]) and (step % self.opts["hist_every"] == 0 or self._grad_next)
         self._grad_next = False
-        if act or grad:
-            for layer in self.layers:
+        for layer in self.layers:
+            if grad or (act and layer.name in self._act_layers):
                 self._hooks.append(layer.module.register_forward_hook(self._batch_hook(layer, step, act, grad)))
 
     def _disarm(self) -> None:
@@ -254,8 +258,9 @@ class Watch:
         def fn(module: nn.Module, inputs: Any, output: Any) -> None:
             if not isinstance(output, torch.Tensor) or not module.training or not torch.is_grad_enabled():
                 return
-            if act:
-                self._batch.append((step, layer.name, batch_stats(output, layer.kind)))
+            if act and layer.name in self._act_layers:
+                names = BATCH_STATS.get(layer.kind, BATCH_STATS["relu"][:2])
+                self._batch.append((step, layer.name, names, batch_stats(output, layer.kind)))
             if grad and output.requires_grad:
                 output.register_hook(lambda g: self._grads.append((layer.name, g.detach())))
         return fn
@@ -287,11 +292,13 @@ class Watch:
         self._probe(0)
         self._first_layer(0)
 
-    def _probe(self, step: int) -> None:
+    def _probe(self, step: int, full: bool = True) -> None:
+        """Probes at an epoch's end with the whole probe; between epochs histograms from its first hist_probe."""
         if self.probe_x is None:
             return
-        res = probe_pass(self.eager, self.layers, self.probe_x, self.probe_y, self.loss_fn,
-                         self.opts["bins"] if self.opts["hist_every"] else 0)
+        n = len(self.probe_x) if full else self.opts["hist_probe"]
+        res = probe_pass(self.eager, self.layers, self.probe_x[:n], None if self.probe_y is None else self.probe_y[:n],
+                         self.loss_fn, self.opts["bins"] if self.opts["hist_every"] else 0, units=full)
         self._log([(step, self.position, k, v) for k, v in res.scalars.items()])
         if res.histograms:
             self.store.add_histograms([Histogram(step, self.position, name, "act", tuple(c), tuple(e))
@@ -326,10 +333,9 @@ class Watch:
         rows = [(s, at.get(s, pos), f"{k}/{n}", v) for s, n, r, g, w in self.tracker.drain()
                 for k, v in (("update_ratio", r), ("grad_norm", g), ("weight_norm", w))]
         if self._batch:
-            stats = torch.stack([t for _, _, t in self._batch]).cpu().tolist()
-            names = ("batch_act_mean", "batch_act_msq", "batch_act_dead", "batch_act_saturated")
-            rows += [(s, at.get(s, pos), f"{k}/{layer}", v) for (s, layer, _), vals in zip(self._batch, stats)
-                     for k, v in zip(names, vals) if v == v]
+            values = iter(torch.stack([t for _, _, _, ts in self._batch for t in ts]).cpu().tolist())
+            rows += [(s, at.get(s, pos), f"{k}/{layer}", next(values)) for s, layer, names, _ in self._batch
+                     for k in names]
             self._batch.clear()
         if self._losses:
             tensors_ = [v for _, _, v in self._losses if isinstance(v, torch.Tensor)]
@@ -397,6 +403,6 @@ def watch(model: nn.Module, optimizer: torch.optim.Optimizer, run_dir: str | Pat
     epoch; close it (or use a with block). num_classes and probe ((x, y) of >= 1,000 held-out examples)
     let the rules that need them run: loss at init against chance, dead units on a fixed batch.
     Options (steps between samples, 0 = off): every, act_every, hist_every; bins, hist_keep, array_keep,
-    max_probe, max_filters.
+    max_probe, max_filters, hist_probe (examples of the probe used by the passes between epochs).
     """
     return Watch(model, optimizer, run_dir, num_classes, loss, probe, **options)
