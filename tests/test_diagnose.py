@@ -204,3 +204,19 @@ def test_every_code_has_a_rule_a_docstring_and_a_catalogue_entry():
     with pytest.raises(ValueError):
         Finding("not_a_code", "warning", "m")
     assert EpochRecord  # the History's epochs are the store's records
+
+
+def test_live_rules_warn_and_store_findings_while_the_run_goes_on(digits, tmp_path, caplog):
+    seen = []
+
+    class Peek:  # a user observer runs after the live rules: it sees what the live report would show
+        def on_epoch(self, record):
+            seen.append((record.epoch, {f["code"] for f in bs.store.RunStore(tmp_path / "r").findings()}))
+
+    task = bs.Task(build="mlp", data=digits)
+    with caplog.at_level("WARNING", logger="babysit.diagnose"):
+        bs.train(task, {"optimizer": "momentum", "lr": 3.0, "width": 32, "batch_size": 64}, epochs=2,
+                 run_dir=tmp_path / "r", observers=[Peek()])
+    assert seen[0][0] == 1 and "lr_too_high" in seen[0][1]  # after the first epoch, not only at the end
+    warned = [r.getMessage() for r in caplog.records if "lr_too_high" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].startswith("epoch 1:")  # said once, when it first appears

@@ -201,3 +201,21 @@ def test_train_monitor_true_records_and_monitor_false_attaches_nothing(spiral_ta
     assert len(h_on.series("act_dead/act1")) == 3  # init + two epochs, on the validation split
     assert h_on.series("probe/loss").values[0] == pytest.approx(1.0986, abs=0.02)  # ln 3
     assert RunStore(on.dir).meta()["probe"] == "given"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_on_cuda(tmp_path, digits):
+    torch.manual_seed(0)
+    x, y = (t.cuda() for t in bs.data.tensors(digits.train))
+    model = bs.models.mlp((64,), 10, hidden=(32,)).cuda()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    with watch(model, opt, tmp_path, num_classes=10, probe=(x[:500], y[:500]), every=1, act_every=1,
+               hist_every=5) as w:
+        before = model.fc1.weight.detach().clone()
+        _loop(model, opt, w, x, y, 1)
+        want = ((model.fc1.weight - before).norm() / model.fc1.weight.norm()).item()
+        _loop(model, opt, w, x, y, 9)
+        w.epoch()
+    h = read_history(tmp_path)
+    assert h.series("update_ratio/fc1.weight").values[0] == pytest.approx(want, rel=1e-4)
+    assert len(h.series("batch_act_dead/act1")) == 10 and h.hist("grad") and h.series("act_dead/act1").values
