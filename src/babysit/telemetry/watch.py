@@ -17,12 +17,12 @@ import torch
 from torch import nn
 
 from .._version import __version__
-from ..data import tensors
 from ..errors import ConfigError
 from ..losses import resolve as resolve_loss
 from ..store import (ArraySnapshot, EpochRecord, Histogram, History, RunStore, Series, encode_array, now,
                      read_config, write_config)
 from ..store.records import epoch_records
+from .inputs import check_owned, probe_tensors, unwrap
 from .layers import Layer, first_weight_layer, named_trainable, watched_layers
 from .stats import BATCH_STATS, batch_stats, histogram, input_stats, probe_pass
 from .updates import UpdateTracker
@@ -35,40 +35,6 @@ __all__ = ["Watch", "watch", "DEFAULTS"]
 DEFAULTS: dict[str, Any] = {"every": 10, "act_every": 50, "hist_every": 500, "bins": 32, "hist_keep": 64,
                             "array_keep": 32, "max_probe": 1024, "max_filters": 64, "hist_probe": 512}
 _MIRROR = 4096  # scalars per key kept in memory for the live rules (plus the first 256)
-
-
-def _unwrap(model: nn.Module) -> tuple[nn.Module, bool]:
-    """Returns (the eager module, whether model is a torch.compile wrapper)."""
-    orig = getattr(model, "_orig_mod", None)
-    return (orig, True) if isinstance(orig, nn.Module) else (model, False)
-
-
-def _check_owned(optimizer: torch.optim.Optimizer, trainable: list[tuple[str, nn.Parameter]]) -> list[str]:
-    """Returns the trainable parameters the optimizer does not own; raises when it owns none of them."""
-    if not isinstance(optimizer, torch.optim.Optimizer):
-        raise ConfigError(f"watch(optimizer=...) must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
-    owned = {id(p) for g in optimizer.param_groups for p in g["params"]}
-    missing = [n for n, p in trainable if id(p) not in owned]
-    if trainable and len(missing) == len(trainable):
-        raise ConfigError(f"watch: the optimizer owns none of the model's {len(trainable)} trainable parameters "
-                          f"({', '.join(missing[:3])}...); build it from this model, e.g. "
-                          "torch.optim.SGD(model.parameters(), lr=0.01), after any .to(device)")
-    return missing
-
-
-def _probe_tensors(probe: Any, limit: int, device: torch.device) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """Returns (x, y or None) of at most `limit` probe examples from a tensor, an (x, y) pair or a Dataset."""
-    if probe is None:
-        return None, None
-    if isinstance(probe, torch.Tensor):
-        return probe[:limit].to(device), None
-    if isinstance(probe, (tuple, list)) and len(probe) == 2 and isinstance(probe[0], torch.Tensor):
-        return probe[0][:limit].to(device), torch.as_tensor(probe[1])[:limit].to(device)
-    if isinstance(probe, torch.utils.data.Dataset):
-        x, y = tensors(probe if isinstance(probe, torch.utils.data.TensorDataset)
-                       else torch.utils.data.Subset(probe, range(min(len(probe), limit))))  # type: ignore[arg-type]
-        return x[:limit].to(device), y[:limit].to(device)
-    raise ConfigError(f"watch(probe=...) must be inputs x, a pair (x, y) or a Dataset, got {type(probe).__name__}")
 
 
 class Watch:
@@ -87,9 +53,9 @@ class Watch:
         if store is None and run_dir is None:
             raise ConfigError("watch: pass run_dir, the directory where run.sqlite is written")
         self.model, self.optimizer = model, optimizer
-        self.eager, self.compiled = _unwrap(model)
+        self.eager, self.compiled = unwrap(model)
         trainable, frozen, shared = named_trainable(self.eager)
-        missing = _check_owned(optimizer, trainable)
+        missing = check_owned(optimizer, trainable)
         self.loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
         self.loss_kind = "custom"
         if loss is not None:
@@ -104,7 +70,7 @@ class Watch:
         acts = {layer.name for layer in self.layers if not layer.has_weight}
         self._act_layers = acts or {layer.name for layer in self.layers}
         device = next((p.device for p in self.eager.parameters()), torch.device("cpu"))
-        self.probe_x, self.probe_y = _probe_tensors(probe, self.opts["max_probe"], device)
+        self.probe_x, self.probe_y = probe_tensors(probe, self.opts["max_probe"], device)
         self.start_step, self.epochs_done, self._epoch_start_step = start_step, start_epoch, start_step
         self.position = float(start_epoch)  # the current (fractional) epoch
         self._epoch_started = time.perf_counter()
