@@ -81,7 +81,7 @@ def instrument(kind: str, model: torch.nn.Module, opt: torch.optim.Optimizer, pr
 
     every = int(kind.split("/")[1])
     run = wandb.init(mode="offline", dir=d, project="bench", reinit="create_new")
-    wandb.watch(model, log="all", log_freq=every)
+    run.watch(model, log="all", log_freq=every)
     return (lambda i, loss: run.log({"loss": loss.item()})), run.finish
 
 

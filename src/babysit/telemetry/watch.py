@@ -211,6 +211,8 @@ class Watch:
         # output gradients: every hist_every steps, and on the first step of every epoch (the heat-map's columns)
         grad = bool(self.opts["hist_every"]) and (step % self.opts["hist_every"] == 0 or self._grad_next)
         self._grad_next = False
+        if not (act or grad):
+            return
         for layer in self.layers:
             if grad or (act and layer.name in self._act_layers):
                 self._hooks.append(layer.module.register_forward_hook(self._batch_hook(layer, step, act, grad)))
