@@ -227,7 +227,7 @@ def train(task: Task, hp: Mapping[str, Any], *, epochs: int, run_dir: str | Path
         if monitor:  # telemetry first: the observers after it see this epoch's probe
             watcher = watch_training(task, loop.model, loop.optimizer, store, start_step=loop.step,
                                      start_epoch=loop.epoch)
-            observers = [watcher.observer, LiveDiagnosis(watcher.snapshot, run_dir), *observers]
+            observers = [watcher.observer, LiveDiagnosis(watcher.snapshot, run_dir, store=store), *observers]
         return _run(task, hp, epochs, run_dir, seed, dev, loop, store, writer, observers)
     finally:
         if watcher is not None:

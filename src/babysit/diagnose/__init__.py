@@ -79,29 +79,33 @@ class LiveDiagnosis:
     """
 
     def __init__(self, snapshot: Callable[[], History], run_dir: str | Path,
-                 settings: Settings | None = None) -> None:
-        self.snapshot, self.dir = snapshot, Path(run_dir)
+                 settings: Settings | None = None, store: RunStore | None = None) -> None:
+        self.snapshot, self.dir, self.store = snapshot, Path(run_dir), store
         self.settings = settings
         self.seen: set[str] = set()
-        self.findings: list[Finding] = []
+        self.rows: list[dict[str, Any]] = []
 
     def on_epoch(self, record: Any) -> None:
         h = self.snapshot()
-        settings = self.settings or settings_from_mapping(h.config.get("diagnose") or None)
-        for f in run_rules(h, settings):
-            if f.severity != "info" and f.code not in self.seen:
-                self.seen.add(f.code)
-                self.findings.append(f)
-                log.warning("epoch %s: %s: %s -> %s", getattr(record, "epoch", "?"), f.code, f.message, f.advice)
-        self._store([{**f.to_dict(), "epoch": getattr(record, "epoch", None)} for f in self.findings])
+        if self.settings is None:
+            self.settings = settings_from_mapping(h.config.get("diagnose") or None)
+        epoch = getattr(record, "epoch", None)
+        new = [f for f in run_rules(h, self.settings) if f.severity != "info" and f.code not in self.seen]
+        for f in new:
+            self.seen.add(f.code)
+            self.rows.append({**f.to_dict(), "epoch": epoch})
+            log.warning("epoch %s: %s: %s -> %s", epoch, f.code, f.message, f.advice)
+        if new:
+            self._store(self.rows)
 
     def on_end(self, run: Any) -> None:
         findings = diagnose(self.dir) if self.settings is None else run_rules(read_history(self.dir), self.settings)
         self._store([f.to_dict() for f in findings])
 
     def _store(self, rows: list[dict[str, Any]]) -> None:
-        store = RunStore(self.dir)
+        store = self.store if self.store is not None else RunStore(self.dir)
         try:
             store.set_findings(rows)
         finally:
-            store.close()
+            if store is not self.store:
+                store.close()

@@ -83,6 +83,7 @@ class Watch:
         self._grads: list[tuple[str, torch.Tensor]] = []
         self._hooks: list[Any] = []
         self._grad_next = True
+        self._config: dict[str, Any] | None = None
         self._drained_at = time.monotonic()
         self.tracker = UpdateTracker(optimizer, trainable, self._after_step)
         self._write_meta(trainable, frozen, shared, missing)
@@ -338,9 +339,10 @@ class Watch:
         for key, head in self._head.items():
             rows = head + list(self._mirror.get(key, ()))
             scalars[key] = Series(tuple(r[0] for r in rows), tuple(r[1] for r in rows), tuple(r[2] for r in rows))
-        config = read_config(self.dir) if (self.dir / "config.toml").is_file() else {}
-        return History(meta=self.store.meta(), config=config, epochs=epoch_records(self._epochs), scalars=scalars,
-                       dir=self.dir)
+        if self._config is None:  # written once before training: read once
+            self._config = read_config(self.dir) if (self.dir / "config.toml").is_file() else {}
+        return History(meta=self.store.meta(), config=self._config, epochs=epoch_records(self._epochs),
+                       scalars=scalars, dir=self.dir)
 
 
 class TrainObserver:
