@@ -219,3 +219,18 @@ def test_on_cuda(tmp_path, digits):
     h = read_history(tmp_path)
     assert h.series("update_ratio/fc1.weight").values[0] == pytest.approx(want, rel=1e-4)
     assert len(h.series("batch_act_dead/act1")) == 10 and h.hist("grad") and h.series("act_dead/act1").values
+
+
+def test_the_plain_loop_example_is_babysat_in_four_lines(tmp_path, monkeypatch, capsys):
+    import runpy
+    from pathlib import Path
+
+    example = Path(__file__).parents[1] / "examples" / "plain_loop.py"
+    code = [line for line in example.read_text().splitlines() if line.rstrip().endswith("# babysit")]
+    assert len(code) == 4
+    monkeypatch.setattr("sys.argv", [str(example), str(tmp_path / "plain")])
+    runpy.run_path(str(example), run_name="__main__")
+    assert capsys.readouterr().out.strip() == str(tmp_path / "plain" / "report.html")
+    h = read_history(tmp_path / "plain")
+    assert len(h.epochs) == 10 and h.epochs[-1].val_acc > 0.9 and h.has_telemetry
+    assert not {f.code for f in bs.diagnose(tmp_path / "plain") if f.severity != "info"}
