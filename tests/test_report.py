@@ -61,8 +61,10 @@ def test_several_runs_are_overlaid(watched_run, spiral_task, tmp_path):
 
 
 def test_the_live_page_refreshes_and_is_written_off_the_training_thread(spiral_task, tmp_path, monkeypatch):
+    import importlib
+
     threads = []
-    import babysit.report as rep
+    rep = importlib.import_module("babysit.report")  # the package: bs.report is the function
 
     real = rep.report
 

@@ -18,7 +18,6 @@ from typing import Any
 
 from ..diagnose import Findings, diagnose
 from ..store import History, atomic_write, read_history
-from . import plots
 from .html import config_section, findings_section, image, page, section
 
 __all__ = ["report", "ReportObserver"]
@@ -27,6 +26,8 @@ log = logging.getLogger(__name__)
 
 
 def _run_sections(h: History) -> list[str]:
+    from . import plots  # matplotlib is imported when a report is drawn, not with babysit
+
     name = h.dir.name if h.dir is not None else "run"
     out = []
     if h.group("update_ratio"):
@@ -58,6 +59,8 @@ def _meta_list(h: History, key: str) -> list[str]:
 
 def render(runs: list[History], findings: list[Findings]) -> str:
     """Returns the HTML of the report on these runs (their findings given, worst first)."""
+    from . import plots
+
     names = [h.dir.name if h.dir is not None else f"run {i}" for i, h in enumerate(runs)]
     live = any(h.meta.get("status") == "running" for h in runs)
     statuses = ", ".join(f"{n}: {h.meta.get('status', '?')}" for n, h in zip(names, runs))
