@@ -80,8 +80,8 @@ def instrument(kind: str, model: torch.nn.Module, opt: torch.optim.Optimizer, pr
     import wandb
 
     every = int(kind.split("/")[1])
-    run = wandb.init(mode="offline", dir=d, project="bench", reinit="create_new")
-    run.watch(model, log="all", log_freq=every)
+    run = wandb.init(mode="offline", dir=d, project="bench", reinit="finish_previous")  # the global run watch uses
+    wandb.watch(model, log="all", log_freq=every)
     return (lambda i, loss: run.log({"loss": loss.item()})), run.finish
 
 
