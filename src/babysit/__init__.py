@@ -24,6 +24,7 @@ _EXPORTS: dict[str, str] = {
     "check_gradients": "gradcheck", "PreflightReport": "preflight", "check_task": "preflight",
     "SanityReport": "sanity", "sanity_checks": "sanity", "Splits": "data", "Stop": "status", "Task": "task",
     "evaluate": "runs", "load": "runs", "train": "train",
+    "Finding": "diagnose", "diagnose": "diagnose", "report": "report", "watch": "telemetry",
 }
 _SUBMODULES = ("config", "data", "errors", "gradcheck", "hparams", "losses", "models", "optim", "sanity", "status",
                "step", "store")
@@ -60,3 +61,6 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .store import EpochRecord, Run
     from .task import Task
     from .train import train
+    from .diagnose import Finding, diagnose
+    from .report import report
+    from .telemetry import watch

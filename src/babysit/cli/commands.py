@@ -98,10 +98,13 @@ def cmd_train(args: argparse.Namespace, console: Any) -> int:
               checkpoint_interval=cfg.train.checkpoint_interval, allow_unknown=args.allow_unknown)
     if args.dry_run:
         return _dry_run(prepare(task, cfg.hp, **kw), args.json)  # type: ignore[arg-type]
+    from ..report import ReportObserver
+
     progress = progress_for(console, cfg.train.epochs)
+    live_report = ReportObserver(kw["run_dir"])
     start = time.perf_counter()
     with getattr(progress, "progress", nullcontext()):
-        run = train(task, cfg.hp, observers=[progress], threads=cfg.train.threads or "auto",
+        run = train(task, cfg.hp, observers=[progress, live_report], threads=cfg.train.threads or "auto",
                     **kw)  # type: ignore[arg-type]
     test = None
     if args.test and run.best_checkpoint is not None and task.splits.test is not None:
@@ -115,6 +118,7 @@ def cmd_train(args: argparse.Namespace, console: Any) -> int:
     else:
         console.print(_summary(run, test, time.perf_counter() - start), markup=False, highlight=False,
                       soft_wrap=True)
+        console.print(f"report: {live_report.path}", markup=False, highlight=False, soft_wrap=True)
     return exit_code(run.status)
 
 
