@@ -195,7 +195,7 @@ def test_train_monitor_true_records_and_monitor_false_attaches_nothing(spiral_ta
     assert [r.val_acc for r in on.history] == [r.val_acc for r in off.history]  # watching never steers
     h_on, h_off = read_history(on.dir), read_history(off.dir)
     assert h_on.has_telemetry and not h_off.has_telemetry
-    assert set(h_off.scalars) == {"loss"} | {f"epoch/{k}" for k in bs.store.EPOCH_KEYS}
+    assert set(h_off.scalars) == {"loss", "epoch/metric"} | {f"epoch/{k}" for k in bs.store.EPOCH_KEYS}
     steps = len(h_on.loss)
     assert h_on.series("update_ratio/fc1.weight").steps == tuple(range(10, steps + 1, 10))  # every=10 by default
     assert len(h_on.series("act_dead/act1")) == 3  # init + two epochs, on the validation split
