@@ -63,7 +63,7 @@ def verify(path: Path, data: bytes) -> bool:
     records checksums but none for this file (it was not written by this run).
     """
     run_sums = recorded_sums(path.parent.parent) if path.parent.name == "checkpoints" else None
-    records = []
+    records: list[tuple[str, str, int | None]] = []
     if run_sums is not None and path.name in run_sums:
         records.append(("run.sqlite", *run_sums[path.name]))
     side = read_sidecar(path)
