@@ -185,3 +185,16 @@ def test_a_hostile_checkpoint_is_refused_by_babysit_train_resume(tmp_path):
     r = subprocess.run([*args, "--epochs", "5", "--resume"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "none of its" in r.stderr and "Traceback" not in r.stderr
     assert not marker.exists()
+
+
+def test_a_checksum_left_by_a_write_that_never_finished_is_cleaned_up(tmp_path):
+    from babysit.store import save_checkpoint
+
+    save_checkpoint(tmp_path, 1, 0.5, {"w": torch.ones(2)})
+    orphan = tmp_path / "checkpoints" / "epoch-002_val-0.6000.pt.sha256"  # killed between checksum and rename
+    write_sidecar(orphan.with_name("epoch-002_val-0.6000.pt"), "0" * 64, 10)
+    save_checkpoint(tmp_path, 3, 0.7, {"w": torch.ones(2)})
+    assert not orphan.exists()
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        "epoch-001_val-0.5000.pt", "epoch-001_val-0.5000.pt.sha256", "epoch-003_val-0.7000.pt",
+        "epoch-003_val-0.7000.pt.sha256"]

@@ -57,8 +57,9 @@ def test_ten_sigkills_at_random_points_resume_to_the_uninterrupted_numbers(tmp_p
         resumed, at = kill_at(proc, target)
         assert proc.returncode == -signal.SIGKILL
         files = [p.name for p in (run_dir / "checkpoints").iterdir()] if (run_dir / "checkpoints").is_dir() else []
+        # a kill inside a write leaves a temporary file or a checksum whose checkpoint never arrived
         in_write += any(n.endswith(".tmp") for n in files) or \
-            {n for n in files if n.endswith(".sha256")} != {n + ".sha256" for n in files if n.endswith(".pt")}
+            any(n.endswith(".sha256") and n[: -len(".sha256")] not in files for n in files)
         for c in list_checkpoints(run_dir):  # whatever a kill leaves under a checkpoint's name is whole
             load_checkpoint(c.path)
         log.append((target, at, resumed))

@@ -134,6 +134,9 @@ def _prune(run_dir: Path, keep_last: int, mode: str) -> None:
     ckpts = list_checkpoints(run_dir)
     keep = {c.path for c in ckpts[-keep_last:]} | {best_of(ckpts, mode).path}  # type: ignore[union-attr]
     gone = [c.path for c in ckpts if c.path not in keep]
+    # a checksum whose checkpoint never arrived (the process was killed mid-write) goes too
+    gone += [p.with_name(p.name[: -len(".sha256")]) for p in (run_dir / "checkpoints").glob("*.pt.sha256")
+             if not p.with_name(p.name[: -len(".sha256")]).exists()]
     for p in gone:
         p.unlink(missing_ok=True)
         sidecar_of(p).unlink(missing_ok=True)
