@@ -16,11 +16,13 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import babysit as bs
-from babysit.cli import main
-from babysit.config import from_dict
-from babysit.errors import ConfigError
-from babysit.hparams import KEYS
-from babysit.train import Plan, prepare
+
+assert callable(bs.train)  # bs.train first: importing the babysit.train module before it would shadow the function
+from babysit.cli import main  # noqa: E402
+from babysit.config import from_dict  # noqa: E402
+from babysit.errors import ConfigError  # noqa: E402
+from babysit.hparams import KEYS  # noqa: E402
+from babysit.train import Plan, prepare  # noqa: E402
 
 SETTINGS = dict(deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 SANE = {"width": (1, 48), "depth": (1, 3), "batch_size": (1, 600), "kernel_size": (1, 7),

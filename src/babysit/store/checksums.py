@@ -17,6 +17,7 @@ from .sqlite import recorded_sums
 
 __all__ = ["sha256_of", "sidecar_of", "write_sidecar", "read_sidecar", "verify"]
 
+_EPOCH = re.compile(r"^epoch-(\d+)_")
 _LINE = re.compile(r"^([0-9a-f]{64})  (\S+)(?:  (\d+))?\s*$")
 
 
@@ -60,17 +61,21 @@ def verify(path: Path, data: bytes) -> bool:
     """Returns True when data (the file's bytes) match every checksum recorded for path, False when none is.
 
     Raises StoreError naming the file when a recorded size or sha256 does not match, or when the run
-    records checksums but none for this file (it was not written by this run).
+    records checksums from an epoch on but none for this file of a later epoch (it was not written by this
+    run). A checkpoint older than checksums (babysit before schema 3) loads unverified, still weights_only.
     """
-    run_sums = recorded_sums(path.parent.parent) if path.parent.name == "checkpoints" else None
+    found = recorded_sums(path.parent.parent) if path.parent.name == "checkpoints" else None
+    run_sums, first = found if found is not None else ({}, None)
     records: list[tuple[str, str, int | None]] = []
-    if run_sums is not None and path.name in run_sums:
+    if path.name in run_sums:
         records.append(("run.sqlite", *run_sums[path.name]))
     side = read_sidecar(path)
     if side is not None:
         records.append((sidecar_of(path).name, *side))
     if not records:
-        if run_sums:  # this run records every checkpoint it writes; a file it never wrote is not loaded
+        epoch = _EPOCH.match(path.name)
+        if first is not None and (epoch is None or int(epoch.group(1)) >= first):
+            # this run records every checkpoint it writes from epoch `first` on; a file it never wrote is not loaded
             raise StoreError(f"checkpoint {str(path)!r} was not written by this run: no checksum is recorded for "
                              "it in run.sqlite nor beside it; babysit does not load it (delete it, or restore the "
                              "run's own file)")

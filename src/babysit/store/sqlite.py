@@ -225,6 +225,8 @@ class RunStore:
     def record_checkpoint(self, name: str, epoch: int, sha256: str, size: int) -> None:
         """Records a checkpoint file's sha256 and size (written before the file itself is put in place)."""
         self._write("INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?, ?)", [(name, epoch, sha256, size, now())])
+        # from this epoch on every checkpoint of the run has a checksum (older ones predate checksums)
+        self._write("INSERT OR IGNORE INTO meta VALUES ('checksums_from_epoch', ?)", [(str(epoch),)])
 
     def forget_checkpoints(self, names: Iterable[str]) -> None:
         """Deletes the records of pruned checkpoint files."""
@@ -241,8 +243,8 @@ class RunStore:
 
 
 
-def recorded_sums(run_dir: str | Path) -> dict[str, tuple[str, int]] | None:
-    """Returns the checkpoint checksums recorded in run_dir/run.sqlite, or None when there is none to read.
+def recorded_sums(run_dir: str | Path) -> tuple[dict[str, tuple[str, int]], int | None] | None:
+    """Returns ({name: (sha256, size)}, the first epoch recorded) from run_dir/run.sqlite, or None without one.
 
     Opens the database read-only and never creates it (a copied checkpoint may have no run.sqlite beside it).
     """
@@ -253,8 +255,9 @@ def recorded_sums(run_dir: str | Path) -> dict[str, tuple[str, int]] | None:
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
         try:
             rows = db.execute("SELECT name, sha256, size FROM checkpoints").fetchall()
+            first = db.execute("SELECT value FROM meta WHERE key = 'checksums_from_epoch'").fetchone()
         finally:
             db.close()
     except sqlite3.Error:
         return None  # an older schema (no checksums yet) or an unreadable database: the sidecar files decide
-    return {n: (s, int(z)) for n, s, z in rows}
+    return {n: (s, int(z)) for n, s, z in rows}, (int(first[0]) if first and first[0] is not None else None)
