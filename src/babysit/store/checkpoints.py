@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import io
 import math
+import os
 import pickle
 import re
 import sqlite3
@@ -140,6 +141,9 @@ def _prune(run_dir: Path, keep_last: int, mode: str) -> None:
     for p in gone:
         p.unlink(missing_ok=True)
         sidecar_of(p).unlink(missing_ok=True)
+    for tmp in (run_dir / "checkpoints").glob(".*.tmp"):  # left by a killed writer (the run lock admits one)
+        if not tmp.name.endswith(f".{os.getpid()}.tmp"):
+            tmp.unlink(missing_ok=True)
     if gone:
         store = RunStore(run_dir)
         try:
