@@ -42,7 +42,8 @@ def test_a_failed_write_leaves_nothing_half_written(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         save_checkpoint(tmp_path, 2, 0.6, {"w": torch.ones(2)})
     files = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
-    assert files == ["epoch-001_val-0.5000.pt"]  # no temporary file, no half-written epoch 2
+    # no temporary file, no half-written epoch 2 (its checksum is not recorded either: the bytes never existed)
+    assert files == ["epoch-001_val-0.5000.pt", "epoch-001_val-0.5000.pt.sha256"]
 
 
 def test_a_stray_temporary_file_is_never_the_latest(tmp_path):
@@ -60,7 +61,7 @@ def test_checkpoints_are_never_unpickled(tmp_path):
     path = tmp_path / "epoch-001_val-0.5000.pt"
     with open(path, "wb") as f:
         pickle.dump({"model": Evil()}, f)
-    with pytest.raises(StoreError, match="cannot be loaded safely"):
+    with pytest.raises(StoreError, match="never unpickles"):
         load_checkpoint(path)
     with pytest.raises(StoreError, match="does not exist"):
         load_checkpoint(tmp_path / "missing.pt")
@@ -116,7 +117,7 @@ def test_background_writer_writes_in_order_and_reports_errors(tmp_path):
     (tmp_path / "file").write_text("not a directory")
     w = CheckpointWriter(tmp_path / "file")
     w.save(1, 0.5, {"w": t})
-    with pytest.raises(OSError):
+    with pytest.raises(StoreError, match="cannot write checkpoint epoch-001"):
         w.close()
     with pytest.raises(StoreError):
         CheckpointWriter(tmp_path).save(1, 2.0, {})

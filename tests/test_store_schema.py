@@ -59,6 +59,19 @@ def test_a_schema_1_run_resumes_under_the_new_schema(tmp_path):
     run = bs.train(bs.runs.task_of(d), hp, epochs=4, run_dir=d, resume=True)
     assert [r.epoch for r in run.history] == [1, 2, 3, 4]
     assert RunStore(d).meta()["schema_version"] == str(SCHEMA_VERSION)
+    for c in bs.store.list_checkpoints(d):
+        bs.store.load_checkpoint(c.path)
+    bs.load(d)
+
+
+def test_checkpoints_older_than_checksums_still_load_and_later_strangers_do_not(tmp_path):
+    d = _copy_v1(tmp_path)
+    bs.store.save_checkpoint(d, 4, 0.1, {"w": torch.ones(2)}, keep_last=5)  # the first checksummed one
+    assert bs.store.load_checkpoint(d / "checkpoints" / "epoch-001_val-0.5208.pt")["epoch"] == 1
+    assert bs.store.load_checkpoint(d / "checkpoints" / "epoch-004_val-0.1000.pt")["w"].tolist() == [1.0, 1.0]
+    (d / "checkpoints" / "epoch-009_val-0.9999.pt").write_bytes(b"dropped in later")
+    with pytest.raises(bs.errors.StoreError, match="not written by this run"):
+        bs.store.load_checkpoint(d / "checkpoints" / "epoch-009_val-0.9999.pt")
 
 
 def test_migration_is_one_transaction_and_idempotent(tmp_path):

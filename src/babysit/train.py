@@ -25,7 +25,7 @@ from ._check import check_number
 from ._version import __version__
 from . import data as data_mod
 from . import hparams
-from .errors import ConfigError, StoreError, describe_user_error
+from .errors import BabysitError, ConfigError, StoreError, describe_user_error
 from .losses import reg_params as weights_of
 from .optim import build_optimizer, build_schedule, is_full_batch
 from .status import Stop
@@ -183,12 +183,21 @@ def _meta(run_dir: Path) -> dict[str, str]:
 
 
 def _latest_loadable(run_dir: Path) -> dict[str, Any] | None:
-    """Returns the newest checkpoint that loads (a file damaged by a power cut is skipped), or None."""
-    for ckpt in reversed(list_checkpoints(run_dir)):
+    """Returns the newest checkpoint that loads and matches its checksum (a damaged one is skipped), or None.
+
+    Raises StoreError when there are checkpoints but none is good: nothing is resumed, nothing overwritten.
+    """
+    ckpts, bad = list_checkpoints(run_dir), []
+    for ckpt in reversed(ckpts):
         try:
             return load_checkpoint(ckpt.path)
         except StoreError as exc:
-            log.warning("skipping damaged checkpoint %s: %s", ckpt.path.name, exc)
+            log.warning("skipping checkpoint %s: %s", ckpt.path.name, exc)
+            bad.append(str(exc))
+    if ckpts:
+        raise StoreError(f"cannot resume {str(run_dir)!r}: none of its {len(ckpts)} checkpoints is good, so nothing "
+                         f"was changed ({'; '.join(bad[:3])}); restore a good copy, or force=True (--force) to start "
+                         "over")
     return None
 
 
@@ -391,7 +400,7 @@ def _run(task: Task, hp: dict[str, Any], epochs: int, run_dir: Path, seed: int, 
                     _end_epoch(task, hp, loop, val_set, train_eval, store, writer, observers, stop)
         status = stop.reason or status
     except Exception as exc:
-        status, error = "failed", describe_user_error(exc)
+        status, error = "failed", str(exc) if isinstance(exc, BabysitError) else describe_user_error(exc)
         log.error("the run failed: %s", error)
         raise
     finally:
@@ -408,6 +417,9 @@ def _finish(store: RunStore, writer: CheckpointWriter, status: str, diverged_at:
     """Writes what is pending and the run's final status (also when the user's code raised)."""
     try:
         writer.wait()
+    except Exception as exc:  # the last checkpoint could not be written: the run did not finish well
+        status, error = "failed", error or str(exc)
+        raise
     finally:
         store.flush()
         extra = {"early_stopped_at": loop.epoch} if status == "early_stopped" else {}

@@ -1,15 +1,21 @@
 """Checkpoints: names that carry the validation score, atomic writes, a background writer, safe loads.
 
 Checkpoints are written to a temporary name and renamed (atomic), hold tensors and plain data
-only, and are loaded with torch.load(weights_only=True): a run directory is never unpickled.
+only, carry a sha256 (run.sqlite and `<name>.sha256`, see checksums.py) that every load checks, and
+are loaded with torch.load(weights_only=True): a run directory is never unpickled.
 """
 
 from __future__ import annotations
 
+import errno
 import io
 import math
+import os
+import pickle
 import re
+import sqlite3
 import time
+import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +24,9 @@ from typing import Any, Callable, Iterable, Mapping
 import torch
 
 from ..errors import StoreError
+from .checksums import sha256_of, sidecar_of, verify, write_sidecar
 from .files import atomic_write
+from .sqlite import RunStore
 
 __all__ = ["Checkpoint", "checkpoint_name", "parse_checkpoint_name", "list_checkpoints", "best_of",
            "save_checkpoint", "CheckpointWriter", "load_checkpoint"]
@@ -87,16 +95,61 @@ def _serialise(payload: Mapping[str, Any]) -> bytes:
 
 def _write_checkpoint(run_dir: Path, epoch: int, value: float, data: bytes, keep_last: int, metric: str = "val_acc",
                       mode: str = "max") -> Path:
+    """Records the checksum (run.sqlite, then `<name>.sha256`), writes the file atomically, then prunes."""
     d = run_dir / "checkpoints"
-    d.mkdir(parents=True, exist_ok=True)
     path = d / checkpoint_name(epoch, value, metric)
-    atomic_write(path, lambda f: f.write(data))
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        digest = sha256_of(data)
+        store = RunStore(run_dir)
+        try:
+            store.record_checkpoint(path.name, epoch, digest, len(data))
+        finally:
+            store.close()
+        write_sidecar(path, digest, len(data))
+        atomic_write(path, lambda f: f.write(data))
+    except (OSError, sqlite3.Error) as exc:
+        raise StoreError(_write_failed(run_dir, path, exc)) from exc
+    _prune(run_dir, keep_last, mode)
+    return path
+
+
+def _write_failed(run_dir: Path, path: Path, exc: BaseException) -> str:
+    """Returns babysit's words for a failed checkpoint write: what failed, why, and what is still good."""
+    errno_ = getattr(exc, "errno", None)
+    why = {errno.ENOSPC: "the disk is full", errno.EFBIG: "the file is larger than this process may write "
+           "(a file-size limit, ulimit -f)", errno.EDQUOT: "the disk quota is used up",
+           errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied"}.get(errno_ or -1)
+    d = run_dir / "checkpoints"
+    if why is None and d.exists() and not d.is_dir():
+        why = f"{str(d)!r} is a file, not a directory"
+    why = why or f"{exc.__class__.__name__}: {exc}"
+    good = [c for c in list_checkpoints(run_dir) if c.path != path]
+    kept = f"the last good checkpoint, {good[-1].path.name}, is intact" if good else "no earlier checkpoint exists"
+    return (f"cannot write checkpoint {path.name} in {str(d)!r}: {why}; {kept}. Free space or fix the directory, "
+            "then resume (--resume)")
+
+
+def _prune(run_dir: Path, keep_last: int, mode: str) -> None:
+    """Deletes checkpoints that are neither the best nor among the last keep_last, with their checksums."""
     ckpts = list_checkpoints(run_dir)
     keep = {c.path for c in ckpts[-keep_last:]} | {best_of(ckpts, mode).path}  # type: ignore[union-attr]
-    for c in ckpts:
-        if c.path not in keep:
-            c.path.unlink(missing_ok=True)
-    return path
+    gone = [c.path for c in ckpts if c.path not in keep]
+    # a checksum whose checkpoint never arrived (the process was killed mid-write) goes too
+    gone += [p.with_name(p.name[: -len(".sha256")]) for p in (run_dir / "checkpoints").glob("*.pt.sha256")
+             if not p.with_name(p.name[: -len(".sha256")]).exists()]
+    for p in gone:
+        p.unlink(missing_ok=True)
+        sidecar_of(p).unlink(missing_ok=True)
+    for tmp in (run_dir / "checkpoints").glob(".*.tmp"):  # left by a killed writer (the run lock admits one)
+        if not tmp.name.endswith(f".{os.getpid()}.tmp"):
+            tmp.unlink(missing_ok=True)
+    if gone:
+        store = RunStore(run_dir)
+        try:
+            store.forget_checkpoints(p.name for p in gone)
+        finally:
+            store.close()
 
 
 def _snapshot(x: Any) -> Any:
@@ -135,6 +188,7 @@ class CheckpointWriter:
     def save(self, epoch: int, val_acc: float, payload: Mapping[str, Any]) -> None:
         """Snapshots payload now; writes it (and an unwritten best) when the interval has passed."""
         checkpoint_name(epoch, val_acc, self.metric)  # refuse a bad score here, not in the worker
+        self._raise_failed()
         snap = (epoch, val_acc, _snapshot(payload))
         if self._sign * val_acc > self._best_val:
             self._best_val, self._best = self._sign * val_acc, snap
@@ -152,6 +206,14 @@ class CheckpointWriter:
     def _write(self, epoch: int, val: float, state: Any) -> Path:
         return _write_checkpoint(self.run_dir, epoch, val, _serialise(state), self.keep_last, self.metric, self.mode)
 
+    def _raise_failed(self) -> None:
+        """Raises the error of a write that already failed, so a run stops at the next epoch, not at the end."""
+        for f in self._futures:
+            if f.done() and f.exception() is not None:
+                self._futures = [g for g in self._futures if not g.done()]
+                raise f.exception()  # type: ignore[misc]
+        self._futures = [f for f in self._futures if not f.done()]
+
     def wait(self) -> None:
         """Returns when every snapshot is on disk; raises the first write error."""
         self.flush()
@@ -168,10 +230,43 @@ class CheckpointWriter:
 
 
 def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
-    """Returns a checkpoint's contents, loaded with weights_only=True (no unpickling of code)."""
+    """Returns a checkpoint's contents after checking its sha256; loaded with weights_only=True (no code runs).
+
+    Raises StoreError, in babysit's words, for a missing, truncated, altered or hostile file.
+    """
+    path = Path(path)
     try:
-        return torch.load(Path(path), map_location=map_location, weights_only=True)
+        data = path.read_bytes()
     except FileNotFoundError as exc:
         raise StoreError(f"checkpoint {str(path)!r} does not exist") from exc
+    except OSError as exc:
+        raise StoreError(f"checkpoint {str(path)!r} cannot be read: {exc.strerror or exc}") from None
+    verified = verify(path, data)
+    try:
+        with warnings.catch_warnings():  # torch's notes on pickle protocols are not the user's business
+            warnings.simplefilter("ignore", UserWarning)
+            out = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise StoreError(f"checkpoint {str(path)!r} is refused: it holds {_culprit(exc)}, not only tensors and plain "
+                         "data, so loading it could run code; babysit never unpickles such a file (it was not "
+                         "written by babysit, or was tampered with)") from None
     except Exception as exc:
-        raise StoreError(f"checkpoint {str(path)!r} cannot be loaded safely: {exc}") from exc
+        state = "passed its checksum but" if verified else "has no recorded checksum and"
+        raise StoreError(f"checkpoint {str(path)!r} {state} is not a readable checkpoint ({_first_line(exc)}); "
+                         "it is damaged or not a babysit checkpoint") from None
+    if not isinstance(out, dict):
+        raise StoreError(f"checkpoint {str(path)!r} holds a {type(out).__name__}, not a babysit checkpoint (a dict)")
+    return out
+
+
+def _culprit(exc: BaseException) -> str:
+    """Returns what the refused pickle asked for, e.g. "a reference to posix.system", taken from torch's text."""
+    m = re.search(r"GLOBAL ([\w.]+)|global[: ]+([\w.]+)", str(exc))
+    name = next((g for g in (m.groups() if m else ()) if g), None)
+    return f"a reference to {name}" if name else "Python objects"
+
+
+def _first_line(exc: BaseException) -> str:
+    """Returns the first line of an error, without torch's advice to turn weights_only off."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and "weights_only" not in ln]
+    return f"{exc.__class__.__name__}: {lines[0][:200]}" if lines else exc.__class__.__name__

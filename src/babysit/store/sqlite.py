@@ -16,9 +16,9 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from ..errors import StoreError
 from .records import EPOCH_KEYS, ArraySnapshot, EpochRecord, Histogram, epoch_records
 
-__all__ = ["SCHEMA_VERSION", "RunStore", "MIGRATIONS", "now"]
+__all__ = ["SCHEMA_VERSION", "RunStore", "MIGRATIONS", "now", "recorded_sums"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Version 1 (the first release): meta, scalars, and two tables nothing wrote yet.
 _SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -39,8 +39,14 @@ def _v1_to_v2(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE findings ADD COLUMN step INTEGER")
 
 
+def _v2_to_v3(db: sqlite3.Connection) -> None:
+    """Checksums: the sha256 and size of every checkpoint, recorded before the file is renamed into place."""
+    db.execute("CREATE TABLE IF NOT EXISTS checkpoints (name TEXT PRIMARY KEY, epoch INTEGER, sha256 TEXT NOT NULL, "
+               "size INTEGER NOT NULL, written TEXT)")
+
+
 # MIGRATIONS[v] takes a database from version v to v + 1.
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1_to_v2}
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 def now() -> str:
@@ -229,8 +235,42 @@ class RunStore:
         return [{"code": c, "severity": s, "message": m, "evidence": json.loads(e or "{}"), "advice": a,
                  "epoch": ep, "step": st} for c, s, m, e, a, ep, st in rows]
 
+    def record_checkpoint(self, name: str, epoch: int, sha256: str, size: int) -> None:
+        """Records a checkpoint file's sha256 and size (written before the file itself is put in place)."""
+        self._write("INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?, ?)", [(name, epoch, sha256, size, now())])
+        # from this epoch on every checkpoint of the run has a checksum (older ones predate checksums)
+        self._write("INSERT OR IGNORE INTO meta VALUES ('checksums_from_epoch', ?)", [(str(epoch),)])
+
+    def forget_checkpoints(self, names: Iterable[str]) -> None:
+        """Deletes the records of pruned checkpoint files."""
+        self._write("DELETE FROM checkpoints WHERE name = ?", [(n,) for n in names])
+
+    def checkpoint_sums(self) -> dict[str, tuple[str, int]]:
+        """Returns {file name: (sha256, size)} of every checkpoint recorded."""
+        return {n: (s, int(z)) for n, s, z in self._db.execute("SELECT name, sha256, size FROM checkpoints")}
+
     def close(self) -> None:
         """Flushes and closes the database."""
         self.flush()
         self._db.close()
 
+
+
+def recorded_sums(run_dir: str | Path) -> tuple[dict[str, tuple[str, int]], int | None] | None:
+    """Returns ({name: (sha256, size)}, the first epoch recorded) from run_dir/run.sqlite, or None without one.
+
+    Opens the database read-only and never creates it (a copied checkpoint may have no run.sqlite beside it).
+    """
+    path = Path(run_dir) / "run.sqlite"
+    if not path.is_file():
+        return None
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+        try:
+            rows = db.execute("SELECT name, sha256, size FROM checkpoints").fetchall()
+            first = db.execute("SELECT value FROM meta WHERE key = 'checksums_from_epoch'").fetchone()
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return None  # an older schema (no checksums yet) or an unreadable database: the sidecar files decide
+    return {n: (s, int(z)) for n, s, z in rows}, (int(first[0]) if first and first[0] is not None else None)
