@@ -14,6 +14,7 @@ from .preflight import PreflightReport, check_task
 from .sanity import SanityReport, sanity_checks
 from .errors import BabysitError, CheckFailed, ConfigError, DataError, MissingExtra, StoreError
 from .runs import evaluate, load
+from .search import Stage, Study, Trial, choice, intuniform, load_study, loguniform, lr_find, search, uniform
 from .step import Evaluation, StepRecord
 from .store import EpochRecord, Run
 from .task import Task
@@ -24,4 +25,5 @@ __all__ = sorted([
     "MissingExtra", "PreflightReport", "Run", "SanityReport", "Splits", "StepRecord", "StoreError", "Task",
     "__version__", "assert_gradients", "check_function", "check_gradients", "check_task", "config", "data", "errors",
     "evaluate", "gradcheck", "load", "losses", "models", "optim", "sanity", "sanity_checks", "step", "store", "train",
+    "Stage", "Study", "Trial", "choice", "intuniform", "load_study", "loguniform", "lr_find", "search", "uniform",
 ])

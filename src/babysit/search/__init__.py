@@ -10,12 +10,13 @@ Example:
 from __future__ import annotations
 
 from .api import run_study, search
+from .lr_find import LRFind, lr_find
 from .samplers import DEFAULT_SAMPLER, SAMPLERS, propose
 from .space import Param, choice, intuniform, loguniform, parse_space, uniform
 from .stages import Stage, border_findings, refit
 from .study import Study, Trial, load_study
 from .worker import Hopeless, Outcome, TrialContext
 
-__all__ = ["DEFAULT_SAMPLER", "SAMPLERS", "Hopeless", "Outcome", "Param", "Stage", "Study", "Trial", "TrialContext",
-           "border_findings", "choice", "intuniform", "load_study", "loguniform", "parse_space", "propose", "refit",
+__all__ = ["DEFAULT_SAMPLER", "LRFind", "SAMPLERS", "Hopeless", "Outcome", "Param", "Stage", "Study", "Trial", "TrialContext",
+           "border_findings", "choice", "intuniform", "load_study", "loguniform", "lr_find", "parse_space", "propose", "refit",
            "run_study", "search", "uniform"]

@@ -63,7 +63,8 @@ def unit_point(sampler: str, seed: int, stage: int, index: int, space: Mapping[s
     if sampler == "qmc":
         eng = _sobol(seed, stage, dim)
         eng.reset()
-        eng.fast_forward(index)
+        if index > 0:
+            eng.fast_forward(index)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return np.asarray(eng.random(1)[0])
