@@ -207,7 +207,8 @@ class StudyStore:
         for t in self.trials(stage, (TrialState.RUNNING,)):
             start = t.datetime_start.timestamp() if t.datetime_start else now
             beat = float(t.user_attrs.get("heartbeat", start))
-            dead = dead_pids and t.user_attrs.get("host") == host and not _alive(t.user_attrs.get("pid"))
+            pid = t.user_attrs.get("pid")  # None: popped a moment ago, not yet marked running
+            dead = dead_pids and pid is not None and t.user_attrs.get("host") == host and not _alive(pid)
             if now - beat > stale_after or dead:
                 why = "its worker is gone" if dead else f"no heartbeat for {now - beat:.1f} s"
                 n += self.requeue(t, why, max_attempts)

@@ -167,14 +167,15 @@ def current_stage(store: StudyStore, stages: list[Stage]) -> tuple[str, int]:
 
 
 def _ask(store: StudyStore, s: int, plan: dict[str, Any], sampler: Any) -> tuple[Any, dict[str, Any]] | None:
+    import optuna
+
     study = store.study(s, sampler)
-    if not store.trials(s, (TrialState.WAITING,)):
+    study._thread_local.cached_all_trials = None
+    tid = study._pop_waiting_trial_id()  # atomic: exactly one worker moves a queued trial to RUNNING
+    if tid is None:
         return None
-    trial = study.ask()
+    trial = optuna.Trial(study, tid)
     attrs = dict(trial.user_attrs)
-    if "index" not in attrs:  # a trial Optuna created because the queue ran dry meanwhile: not ours
-        store.finish(trial._trial_id, None, {"requeued": True, "error": "surplus"})
-        return None
     if "params" in attrs:
         return trial, attrs
     space = check_space(parse_space(store.stage_attrs(s)["space"]), plan["fixed"])
