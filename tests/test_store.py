@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import pickle
+import sqlite3
 
 import pytest
 import torch
 
 from babysit.errors import StoreError
-from babysit.store import (EpochRecord, RunStore, checkpoint_name, list_checkpoints, load_checkpoint,
+from babysit.store import (SCHEMA_VERSION, EpochRecord, RunStore, checkpoint_name, list_checkpoints, load_checkpoint,
                            parse_checkpoint_name, read_config, save_checkpoint, write_config)
 
 
@@ -74,7 +75,7 @@ def test_config_round_trip_drops_none(tmp_path):
 
 def test_sqlite_store_scalars_history_and_truncate(tmp_path):
     s = RunStore(tmp_path)
-    s.set_meta(schema_version=1, status="running")
+    s.set_meta(status="running")
     for step in range(1, 7):
         s.log(step, step / 3, "loss", 1.0 / step)
     s.log_epoch(3, EpochRecord(1, 0.9, 0.5, 1.0, 0.4, 0.1, 0.01))
@@ -84,12 +85,16 @@ def test_sqlite_store_scalars_history_and_truncate(tmp_path):
     assert [r[0] for r in s.scalars("loss")] == [1, 2, 3]
     assert [r.val_acc for r in s.history()] == [0.4]
     s.close()
-    assert RunStore(tmp_path).meta() == {"schema_version": "1", "status": "running"}
+    assert RunStore(tmp_path).meta() == {"schema_version": str(SCHEMA_VERSION), "status": "running"}
 
 
 def test_newer_schema_is_refused(tmp_path):
-    RunStore(tmp_path).set_meta(schema_version=99)
-    with pytest.raises(StoreError, match="schema version 99"):
+    RunStore(tmp_path).close()
+    db = sqlite3.connect(tmp_path / "run.sqlite")
+    with db:
+        db.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    db.close()
+    with pytest.raises(StoreError, match="schema version 99.*upgrade babysit"):
         RunStore(tmp_path)
 
 

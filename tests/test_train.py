@@ -34,7 +34,7 @@ def test_run_directory_layout(spiral_task, tmp_path):
     assert cfg["task"]["model"] == "mlp" and cfg["task"]["data"]["name"] == "spiral"
     assert cfg["task"]["reproducible"] is True
     meta = RunStore(d).meta()
-    assert meta["schema_version"] == "1" and meta["status"] == "completed"
+    assert meta["schema_version"] == str(bs.store.SCHEMA_VERSION) and meta["status"] == "completed"
     assert meta["torch_version"] == torch.__version__ and meta["babysit_version"] == bs.__version__
     losses = RunStore(d).scalars("loss")
     steps_per_epoch = math.ceil(len(spiral_task.splits.train) / 32)
@@ -80,7 +80,7 @@ def test_divergence_stops_without_raising(spiral_task, tmp_path):
 def test_early_stopping_is_a_return_value(spiral_task, tmp_path):
     run = bs.train(spiral_task, {"optimizer": "sgd", "lr": 1e-9, "early_stop": 2, "width": 16},
                    epochs=20, run_dir=tmp_path / "r")
-    assert run.status == "completed"
+    assert run.status == "early_stopped"
     assert len(run.history) == 3  # best at epoch 1, no improvement for 2 epochs
     assert RunStore(run.dir).meta()["early_stopped_at"] == "3"
 
@@ -199,7 +199,7 @@ def test_wrong_output_width_is_named_before_training(spiral, tmp_path):
     with pytest.raises(ConfigError, match="7 columns but the data has 3 classes"):
         bs.train(task, {}, epochs=1, run_dir=tmp_path / "r")
     task = bs.Task(build=lambda hp: torch.nn.Linear(5, 3), data=spiral)
-    with pytest.raises(ConfigError, match=r"fails on a batch of inputs of shape \(2, 2\)"):
+    with pytest.raises(bs.UserCodeError, match=r"on a batch of inputs of shape \(2, 2\)"):
         bs.train(task, {}, epochs=1, run_dir=tmp_path / "r")
 
 

@@ -12,7 +12,7 @@ from .data import Splits
 from .gradcheck import GradientReport, assert_gradients, check_function, check_gradients
 from .preflight import PreflightReport, check_task
 from .sanity import SanityReport, sanity_checks
-from .errors import BabysitError, CheckFailed, ConfigError, DataError, MissingExtra, StoreError
+from .errors import BabysitError, CheckFailed, ConfigError, DataError, MissingExtra, StoreError, UserCodeError
 from .runs import evaluate, load
 from .search import Stage, Study, Trial, choice, intuniform, load_study, loguniform, lr_find, search, uniform
 from .step import Evaluation, StepRecord

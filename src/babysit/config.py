@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
+from ._check import check_number
 from .errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -20,6 +21,7 @@ else:  # pragma: no cover
 __all__ = ["TaskConfig", "TrainConfig", "RunConfig", "load_config", "from_dict", "parse_value", "with_overrides"]
 
 _SECTIONS = ("task", "hp", "train")
+_OTHER_SECTIONS = ("babysit", "diagnose", "search")  # read by the modules that own them
 
 
 @dataclass(frozen=True)
@@ -32,12 +34,27 @@ class TaskConfig:
     data_seed: int = 0
     val_fraction: float = 0.2
     data_options: Mapping[str, Any] = field(default_factory=dict)
+    hp_keys: tuple[str, ...] = ()
+    metric: str = "val_acc"
+    metric_mode: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("data", "model", "loss", "metric"):
+            if not isinstance(getattr(self, name), str):
+                raise ConfigError(f"task.{name}={getattr(self, name)!r}: must be a name or 'package.module:function'")
+        keys = self.hp_keys
+        if isinstance(keys, str) or not all(isinstance(k, str) for k in keys):
+            raise ConfigError(f"task.hp_keys={keys!r}: must be a list of key names, e.g. [\"temperature\"]")
+        object.__setattr__(self, "hp_keys", tuple(keys))
+        if not isinstance(self.data_options, Mapping):
+            raise ConfigError(f"task.data_options={self.data_options!r}: must be a table")
 
     def to_dict(self) -> dict[str, Any]:
-        """Returns the plain-data form written into config.toml."""
+        """Returns the plain-data form written into config.toml (None values dropped)."""
         d = asdict(self)
         d["data_options"] = dict(self.data_options)
-        return d
+        d["hp_keys"] = list(self.hp_keys)
+        return {k: v for k, v in d.items() if v is not None}
 
 
 @dataclass(frozen=True)
@@ -52,10 +69,10 @@ class TrainConfig:
     checkpoint_interval: float = 5.0
 
     def __post_init__(self) -> None:
-        _require_int("train.epochs", self.epochs, minimum=1)
+        _require_int("train.epochs", self.epochs, minimum=1, maximum=10**6)
         _require_int("train.seed", self.seed, minimum=0)
         if self.threads is not None:
-            _require_int("train.threads", self.threads, minimum=1)
+            _require_int("train.threads", self.threads, minimum=1, maximum=4096)
         ci = self.checkpoint_interval
         if isinstance(ci, bool) or not isinstance(ci, (int, float)) or ci < 0:
             raise ConfigError(f"train.checkpoint_interval={ci!r}: must be >= 0 seconds (0: every epoch)")
@@ -74,11 +91,13 @@ class RunConfig:
     task: TaskConfig = field(default_factory=TaskConfig)
     hp: Mapping[str, Any] = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)
+    sections: Mapping[str, Any] = field(default_factory=dict)  # [diagnose], [search]: read by their modules
 
 
-def _require_int(name: str, value: Any, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+def _require_int(name: str, value: Any, *, minimum: int, maximum: int = 2**31 - 1) -> None:
+    if isinstance(value, float):  # TOML and flags give ints; 3.0 for epochs is a mistake worth naming
         raise ConfigError(f"{name}={value!r}: must be an integer >= {minimum}")
+    check_number(name, value, kind=int, low=minimum, high=maximum)
 
 
 def _section(d: Mapping[str, Any], name: str, cls: type) -> Any:
@@ -97,13 +116,18 @@ def _section(d: Mapping[str, Any], name: str, cls: type) -> Any:
 
 def from_dict(d: Mapping[str, Any]) -> RunConfig:
     """Returns a validated RunConfig from a parsed TOML mapping ([task], [hp], [train])."""
-    unknown = sorted(set(d) - set(_SECTIONS) - {"babysit"})
+    unknown = sorted(set(d) - set(_SECTIONS) - set(_OTHER_SECTIONS))
     if unknown:
-        raise ConfigError(f"unknown section(s) {unknown}; valid: [task], [hp], [train]")
+        raise ConfigError(f"unknown section(s) {unknown}; valid: [task], [hp], [train], [diagnose], [search]")
     hp = d.get("hp", {})
     if not isinstance(hp, Mapping):
         raise ConfigError(f"[hp] must be a table, got {hp!r}")
-    return RunConfig(task=_section(d, "task", TaskConfig), hp=dict(hp), train=_section(d, "train", TrainConfig))
+    other = {k: d[k] for k in _OTHER_SECTIONS if k in d and k != "babysit"}
+    for k, v in other.items():
+        if not isinstance(v, Mapping):
+            raise ConfigError(f"[{k}] must be a table, got {v!r}")
+    return RunConfig(task=_section(d, "task", TaskConfig), hp=dict(hp), train=_section(d, "train", TrainConfig),
+                     sections=other)
 
 
 def load_config(path: str | Path) -> RunConfig:
@@ -131,7 +155,7 @@ def with_overrides(cfg: RunConfig, *, task: Mapping[str, Any] | None = None, hp:
     """Returns a copy of cfg with the given keys replaced (validated like the file)."""
     t = {**cfg.task.to_dict(), **(task or {})}
     tr = {**cfg.train.to_dict(), **(train or {})}
-    return from_dict({"task": t, "hp": {**cfg.hp, **(hp or {})}, "train": tr})
+    return from_dict({"task": t, "hp": {**cfg.hp, **(hp or {})}, "train": tr, **cfg.sections})
 
 
 def replace_train(cfg: RunConfig, **kw: Any) -> RunConfig:

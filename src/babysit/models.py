@@ -15,11 +15,10 @@ from torch import nn
 
 from ._optional import import_ref
 from .errors import ConfigError
+from .hparams import ACTIVATIONS, INITS, KEYS
 
 __all__ = ["ACTIVATIONS", "INITS", "MODELS", "cnn1d", "from_hp", "mlp", "resolve"]
 
-ACTIVATIONS = ("leaky_relu", "relu", "tanh")
-INITS = ("kaiming", "small", "xavier")
 _LEAKY_SLOPE = 0.01
 _LAST_LAYER_SCALE = 0.01  # small scores -> uniform softmax -> initial loss ln C
 
@@ -172,25 +171,23 @@ def cnn1d(
 # ---------------------------------------------------------------------------- registry
 
 
+def _hp(hp: Mapping[str, Any], key: str) -> Any:
+    """Returns hp[key] checked by the key registry, or its default (the registry is the one place)."""
+    value = hp.get(key)
+    return KEYS[key].check(value) if value is not None else KEYS[key].default
+
+
 def _common_hp(hp: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        "activation": hp.get("activation", "relu"),
-        "dropout": hp.get("dropout", 0.0),
-        "init": hp.get("init", "kaiming"),
-    }
+    return {k: _hp(hp, k) for k in ("activation", "dropout", "init")}
 
 
 def _mlp_from_hp(hp: Mapping[str, Any], input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    width = _check_int("hp['width']", hp.get("width", 128))
-    depth = _check_int("hp['depth']", hp.get("depth", 2))
-    return mlp(input_shape, num_classes, hidden=(width,) * depth, **_common_hp(hp))
+    return mlp(input_shape, num_classes, hidden=(_hp(hp, "width"),) * _hp(hp, "depth"), **_common_hp(hp))
 
 
 def _cnn1d_from_hp(hp: Mapping[str, Any], input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    width = _check_int("hp['width']", hp.get("width", 128))
-    depth = _check_int("hp['depth']", hp.get("depth", 2))
-    kernel = _check_int("hp['kernel_size']", hp.get("kernel_size", 5))
-    return cnn1d(input_shape, num_classes, channels=(width,) * depth, kernel_size=kernel, **_common_hp(hp))
+    channels = (_hp(hp, "width"),) * _hp(hp, "depth")
+    return cnn1d(input_shape, num_classes, channels=channels, kernel_size=_hp(hp, "kernel_size"), **_common_hp(hp))
 
 
 MODELS: dict[str, Builder] = {"mlp": _mlp_from_hp, "cnn1d": _cnn1d_from_hp}

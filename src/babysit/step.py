@@ -37,6 +37,7 @@ class Evaluation:
     accuracy: float
     loss: float
     examples: int
+    metric: float | None = None  # the user's own metric fn(scores, y), when one was given
 
     def to_dict(self) -> dict[str, Any]:
         """Returns the record as a plain dict."""
@@ -83,11 +84,16 @@ def closure_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Lo
 
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset: Any, loss_fn: LossFn, *, batch_size: int = 1024,
-             device: torch.device | str | None = None) -> Evaluation:
-    """Returns accuracy and mean data loss on a dataset, in eval mode (dropout off), restoring the mode after."""
+             device: torch.device | str | None = None,
+             metric_fn: Callable[[torch.Tensor, torch.Tensor], float] | None = None) -> Evaluation:
+    """Returns accuracy and mean data loss on a dataset, in eval mode (dropout off), restoring the mode after.
+
+    metric_fn(scores, y) -> float, when given, runs once on the scores of the whole dataset.
+    """
     was_training = model.training
     model.eval()
     correct, total_loss, n = 0, 0.0, 0
+    kept: list[tuple[torch.Tensor, torch.Tensor]] = []
     try:
         for x, y in batches(dataset, batch_size, shuffle=False):
             if device is not None:
@@ -96,8 +102,13 @@ def evaluate(model: nn.Module, dataset: Any, loss_fn: LossFn, *, batch_size: int
             total_loss += float(loss_fn(scores, y)) * len(y)
             correct += int((scores.argmax(1) == y).sum())
             n += len(y)
+            if metric_fn is not None:
+                kept.append((scores, y))
     finally:
         model.train(was_training)
     if n == 0:
         return Evaluation(float("nan"), float("nan"), 0)
-    return Evaluation(correct / n, total_loss / n, n)
+    metric = None
+    if metric_fn is not None:
+        metric = float(metric_fn(torch.cat([s for s, _ in kept]), torch.cat([t for _, t in kept])))
+    return Evaluation(correct / n, total_loss / n, n, metric)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -10,53 +10,22 @@ import torch
 from torch import nn
 
 from . import data as data_mod
+from . import hparams, losses, models
 from ._optional import import_ref
-from . import losses, models
 from .config import TaskConfig
 from .data import Splits
-from .errors import ConfigError
+from .errors import ConfigError, UserCodeError, describe_user_error
+from .metrics import Metric, resolve_metric
 
-__all__ = ["Task", "HP_DEFAULTS", "validate_hp"]
-
-HP_DEFAULTS: dict[str, Any] = {"optimizer": "sgd", "reg": 0.0, "batch_size": 64, "schedule": "constant"}
-
-
-def _number(hp: Mapping[str, Any], key: str) -> float | None:
-    v = hp.get(key)
-    if v is None:
-        return None
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        raise ConfigError(f"hp[{key!r}]={v!r}: must be a finite number")
-    return float(v)
+__all__ = ["Task", "validate_hp"]
 
 
-def _integer(hp: Mapping[str, Any], key: str, minimum: int) -> None:
-    v = hp.get(key)
-    if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < minimum):
-        raise ConfigError(f"hp[{key!r}]={v!r}: must be an integer >= {minimum}")
+def validate_hp(hp: Mapping[str, Any], model: str | None = None) -> dict[str, Any]:
+    """Returns a copy of hp checked by the key registry, with the defaults of every key that applies filled in.
 
-
-def validate_hp(hp: Mapping[str, Any]) -> dict[str, Any]:
-    """Returns a copy of hp with babysit's defaults filled in; raises ConfigError naming a bad field.
-
-    Names (optimizer, schedule) are checked by their registries; numbers are checked here.
+    model: a built-in model name ("mlp", "cnn1d") also fills that model's keys (width, depth, ...).
     """
-    if not isinstance(hp, Mapping):
-        raise ConfigError(f"hp must be a dict of hyperparameters, got {type(hp).__name__}")
-    out = {**HP_DEFAULTS, **{k: v for k, v in hp.items() if v is not None}}
-    lr = _number(out, "lr")
-    if lr is not None and lr <= 0:
-        raise ConfigError(f"hp['lr']={out['lr']!r}: learning rate must be > 0; "
-                          "search it on a log scale, e.g. loguniform(1e-6, 1)")
-    reg = _number(out, "reg")
-    if reg is not None and reg < 0:
-        raise ConfigError(f"hp['reg']={out['reg']!r}: regularisation strength must be >= 0 (0 turns L2 off)")
-    _integer(out, "batch_size", 1)
-    _integer(out, "early_stop", 1)
-    clip = _number(out, "clip_norm")
-    if clip is not None and clip <= 0:
-        raise ConfigError(f"hp['clip_norm']={out['clip_norm']!r}: must be > 0 (leave it out to disable clipping)")
-    return out
+    return hparams.resolve(hp, model if model in hparams.BUILTIN_MODELS else None)
 
 
 def _build_name(fn: Callable[..., Any]) -> str | None:
@@ -69,16 +38,22 @@ def _build_name(fn: Callable[..., Any]) -> str | None:
 
 @dataclass(frozen=True, eq=False)
 class Task:
-    """What to learn: build(hp) -> nn.Module, data splits and a loss ("softmax", "svm" or a callable).
+    """What to learn: build(hp) -> nn.Module, data splits, a loss and the validation metric that decides "better".
 
     build may also be a model name ("mlp", "cnn1d" or "package.module:function" taking
-    (hp, input_shape, num_classes)); data may be a data-set name ("mnist1d", "digits", "spiral").
+    (hp, input_shape, num_classes)); data may be a data-set name ("mnist1d", "digits", "spiral") or
+    "package.module:function". hp_keys: keys the task reads outside build (a custom loss), so they count
+    as used. metric: "val_acc" (default), "val_loss", "package.module:function" or fn(scores, y) -> float.
     """
 
     build: Callable[[Mapping[str, Any]], nn.Module] | str
     data: Splits | str
     loss: str | Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = "softmax"
     name: str | None = None
+    hp_keys: Iterable[str] = ()
+    metric: Any = "val_acc"
+    metric_mode: str | None = None
+    search_path: tuple[str, ...] = ()
     splits: Splits = field(init=False, repr=False)
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = field(init=False, repr=False)
     loss_kind: str = field(init=False)
@@ -92,8 +67,15 @@ class Task:
         object.__setattr__(self, "splits", splits)
         object.__setattr__(self, "loss_fn", fn)
         object.__setattr__(self, "loss_kind", kind)
+        keys = [self.hp_keys] if isinstance(self.hp_keys, str) else list(self.hp_keys)
+        if not all(isinstance(k, str) for k in keys):
+            raise ConfigError(f"Task(hp_keys={self.hp_keys!r}): must be a list of key names")
+        object.__setattr__(self, "hp_keys", frozenset(keys))
+        object.__setattr__(self, "metric", resolve_metric(self.metric, self.metric_mode, self.search_path))
         if isinstance(self.build, str):
-            factory = models.resolve(self.build)
+            factory = models.resolve(self.build) if ":" not in self.build else \
+                import_ref(self.build, what="model", signature="fn(hp, input_shape, num_classes) -> nn.Module",
+                           search=self.search_path)
             object.__setattr__(self, "model_name", self.build)
             object.__setattr__(self, "_factory", factory)
         elif callable(self.build):
@@ -102,30 +84,61 @@ class Task:
             raise ConfigError(f"Task(build=...) must be a function hp -> nn.Module or a model name, got {self.build!r}")
 
     @classmethod
-    def from_config(cls, cfg: TaskConfig) -> "Task":
-        """Returns the Task a [task] table names (data set, model, loss), fully reproducible."""
-        splits = data_mod.load(cfg.data, seed=cfg.data_seed, val_fraction=cfg.val_fraction, **dict(cfg.data_options))
-        return cls(build=cfg.model, data=splits, loss=cfg.loss)
+    def from_config(cls, cfg: TaskConfig, search: Iterable[str] = ()) -> "Task":
+        """Returns the Task a [task] table names (data set, model, loss, metric); search: folders for module refs."""
+        path = tuple(str(p) for p in search)
+        splits = data_mod.load(cfg.data, seed=cfg.data_seed, val_fraction=cfg.val_fraction, search=path,
+                               **dict(cfg.data_options))
+        return cls(build=cfg.model, data=splits, loss=cfg.loss, hp_keys=tuple(cfg.hp_keys), metric=cfg.metric,
+                   metric_mode=cfg.metric_mode, search_path=path)
 
     @property
     def num_classes(self) -> int:
         """Returns the number of classes of the data."""
         return self.splits.num_classes
 
-    def build_model(self, hp: Mapping[str, Any]) -> nn.Module:
-        """Returns a fresh model for hp, after checking it accepts one batch and has num_classes outputs."""
-        if isinstance(self.build, str):
-            model = self._factory(hp, tuple(self.splits.input_shape), self.num_classes)  # type: ignore[attr-defined]
-        else:
-            model = self.build(hp)
+    @property
+    def builtin_model(self) -> str | None:
+        """Returns the built-in model's name ("mlp", "cnn1d"), or None for a user's build."""
+        return self.model_name if self.model_name in hparams.BUILTIN_MODELS else None
+
+    def resolve_hp(self, hp: Mapping[str, Any]) -> dict[str, Any]:
+        """Returns hp checked by the key registry with every default that applies to this task filled in."""
+        return validate_hp(hp, self.builtin_model)
+
+    def used_keys(self, hp: Mapping[str, Any], read: Iterable[str] = ()) -> set[str]:
+        """Returns the keys something uses: the registry's for this rule/schedule/model, hp_keys, and `read`."""
+        return hparams.applied(hp, self.builtin_model) | set(self.hp_keys) | set(read)
+
+    def build_model(self, hp: Mapping[str, Any], *, record: set[str] | None = None) -> nn.Module:
+        """Returns a fresh model for hp, after checking it accepts one batch and has num_classes outputs.
+
+        record: a set that receives the hp keys the build read. An exception in the build or the
+        model's forward is a UserCodeError naming the file and line.
+        """
+        seen = hparams.RecordingHP(hp)
+        try:
+            if isinstance(self.build, str):
+                model = self._factory(seen, tuple(self.splits.input_shape), self.num_classes)  # type: ignore[attr-defined]
+            else:
+                model = self.build(seen)
+        except ConfigError:
+            raise
+        except Exception as exc:
+            raise UserCodeError(describe_user_error(exc, "the model's build(hp)")) from exc
+        if record is not None:
+            record.update(seen.read)
         if not isinstance(model, nn.Module):
             raise ConfigError(f"build(hp) must return a torch.nn.Module, got {type(model).__name__}")
         self.check_model(model)
         return model
 
     def check_model(self, model: nn.Module) -> None:
-        """Raises ConfigError unless model maps a batch of inputs to (batch, num_classes) scores."""
-        x, _ = data_mod.tensors(self.splits.train)
+        """Raises ConfigError unless model maps a batch of inputs to (batch, num_classes) scores.
+
+        A forward that raises is a UserCodeError naming the user's file and line.
+        """
+        x, _ = data_mod.tensors(self.splits.train, limit=2)
         x = x[:2]
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
         was_training = model.training
@@ -134,8 +147,9 @@ class Task:
             with torch.no_grad():
                 out = model(x.to(device))
         except Exception as exc:
-            raise ConfigError(f"the model fails on a batch of inputs of shape {tuple(x.shape)} "
-                              f"(examples of shape {tuple(self.splits.input_shape)}): {exc}") from exc
+            raise UserCodeError(describe_user_error(
+                exc, f"the model, on a batch of inputs of shape {tuple(x.shape)} "
+                     f"(examples of shape {tuple(self.splits.input_shape)}),")) from exc
         finally:
             model.train(was_training)
         if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != x.shape[0]:
@@ -169,6 +183,15 @@ class Task:
             d["data"] = dict(self.splits.source)
         else:
             why.append("the data are a user's own tensors (from_tensors), not a named data set")
+        metric: Metric = self.metric
+        d["metric"] = metric.ref or (metric.name if metric.fn is None else repr(metric.fn))
+        d["metric_mode"] = metric.mode
+        if metric.fn is not None and metric.ref is None:
+            why.append("the metric is a callable babysit cannot import again")
+        if self.hp_keys:
+            d["hp_keys"] = sorted(self.hp_keys)
+        if self.search_path:
+            d["search_path"] = list(self.search_path)
         d.update(loss_kind=self.loss_kind, num_classes=self.num_classes,
                  input_shape=list(self.splits.input_shape), reproducible=not why)
         if why:
@@ -180,11 +203,12 @@ class Task:
     @classmethod
     def from_description(cls, d: Mapping[str, Any], *, data: Splits | None = None) -> "Task":
         """Returns the Task a config.toml [task] table describes; raises ConfigError when it cannot be rebuilt."""
+        path = tuple(d.get("search_path", ()))
         if data is None:
             if "data" not in d:
                 raise ConfigError("this run's data were a user's own tensors: pass the data (or the task) explicitly")
             src = dict(d["data"])
-            data = data_mod.load(src.pop("name"), **src)
+            data = data_mod.load(src.pop("name"), search=path, **src)
         if "model" in d:
             build: Any = d["model"]
         else:
@@ -192,6 +216,10 @@ class Task:
             if ":" not in ref:
                 raise ConfigError(f"this run's model was built by {ref}, which babysit cannot rebuild; "
                                   "pass the task explicitly")
-            build = import_ref(ref, what="build", signature="build(hp) -> nn.Module")
-        loss: Any = d.get("loss", "softmax")
-        return cls(build=build, data=data, loss=loss, name=d.get("name"))
+            build = import_ref(ref, what="build", signature="build(hp) -> nn.Module", search=path)
+        metric = d.get("metric", "val_acc")
+        if metric not in ("val_acc", "val_loss") and ":" not in str(metric):
+            raise ConfigError(f"this run's metric was {metric}, which babysit cannot rebuild; pass the task explicitly")
+        return cls(build=build, data=data, loss=d.get("loss", "softmax"), name=d.get("name"),
+                   hp_keys=tuple(d.get("hp_keys", ())), metric=metric, metric_mode=d.get("metric_mode"),
+                   search_path=path)

@@ -7,11 +7,10 @@ never steer.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import shutil
-import signal
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,17 +19,20 @@ from typing import Any, Mapping, Protocol, Sequence
 import torch
 from torch import nn
 
+from ._check import check_number
 from ._version import __version__
 from . import data as data_mod
-from .errors import ConfigError, StoreError
+from . import hparams
+from .errors import ConfigError, StoreError, describe_user_error
 from .losses import reg_params as weights_of
-from .optim import DEFAULT_LR, build_optimizer, build_schedule, check_rule, is_full_batch
-from .step import StepRecord, closure_step, evaluate, train_step
-from .store import (SCHEMA_VERSION, CheckpointWriter, EpochRecord, Run, RunStore, best_of, list_checkpoints, load_checkpoint, now,
-                    read_config, write_config)
-from .task import Task, validate_hp
+from .optim import build_optimizer, build_schedule, is_full_batch
+from .status import Stop
+from .step import Evaluation, StepRecord, closure_step, evaluate, train_step
+from .store import (SCHEMA_VERSION, CheckpointWriter, EpochRecord, Run, RunStore, best_of, list_checkpoints,
+                    load_checkpoint, now, read_config, write_config)
+from .task import Task
 
-__all__ = ["train", "Observer", "resolve_hp", "pick_device"]
+__all__ = ["Observer", "Plan", "pick_device", "prepare", "resolve_hp", "train"]
 
 log = logging.getLogger(__name__)
 _RUN_FILES = ("config.toml", "run.sqlite", "run.sqlite-wal", "run.sqlite-shm", "report.html")
@@ -45,11 +47,9 @@ class Observer(Protocol):
     def on_end(self, run: Run) -> None: ...
 
 
-def resolve_hp(hp: Mapping[str, Any], batch_size: int | None = None) -> dict[str, Any]:
-    """Returns hp validated, with babysit's defaults and the update rule's default lr filled in."""
-    out = validate_hp({**hp, **({"batch_size": batch_size} if batch_size is not None else {})})
-    out.setdefault("lr", DEFAULT_LR[check_rule(out["optimizer"])])
-    return out
+def resolve_hp(task: Task, hp: Mapping[str, Any], batch_size: int | None = None) -> dict[str, Any]:
+    """Returns hp checked by the key registry, with every default that applies to the task filled in."""
+    return task.resolve_hp({**hp, **({"batch_size": batch_size} if batch_size is not None else {})})
 
 
 def pick_device(device: str | torch.device = "auto") -> torch.device:
@@ -77,11 +77,11 @@ class _Loop:
     epoch_started: float = 0.0
     history: list[EpochRecord] = field(default_factory=list)
 
-    def state(self, val_acc: float) -> dict[str, Any]:
+    def state(self, value: float) -> dict[str, Any]:
         rng: dict[str, Any] = {"torch": torch.get_rng_state(), "data": self.generator.get_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
-        return {"format": 1, "epoch": self.epoch, "step": self.step, "val_acc": val_acc, "best_val": self.best_val,
+        return {"format": 1, "epoch": self.epoch, "step": self.step, "val_acc": value, "best_val": self.best_val,
                 "stale": self.stale, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "schedule": self.schedule.state_dict(), "rng": rng}
 
@@ -95,29 +95,6 @@ class _Loop:
             torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
         self.epoch, self.step = int(ckpt["epoch"]), int(ckpt["step"])
         self.best_val, self.stale = float(ckpt["best_val"]), int(ckpt["stale"])
-
-
-class _StopOnSigint:
-    """Turns the first Ctrl-C into a request to stop after the current step; a second one aborts."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: Any = None
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        log.warning("interrupt: stopping after the current step (press Ctrl-C again to abort)")
-
-    def __enter__(self) -> "_StopOnSigint":
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
 
 
 def _fingerprint(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -135,23 +112,36 @@ def _fingerprint(config: Mapping[str, Any]) -> dict[str, Any]:
     return flat
 
 
-def _prepare_dir(run_dir: Path, config: Mapping[str, Any], resume: bool, force: bool) -> dict[str, Any] | None:
-    """Returns the checkpoint to resume from (or None), after refusing a run directory that does not fit."""
+_TASK_DEFAULTS = {"metric": "val_acc", "metric_mode": "max"}  # task fields older configs lack
+
+
+def _prepare_dir(run_dir: Path, config: Mapping[str, Any], resume: bool, force: bool,
+                 task: Task) -> dict[str, Any] | None:
+    """Returns the checkpoint to resume from (or None), after refusing a run directory that does not fit.
+
+    Nothing is written here: a refusal leaves the directory as it was.
+    """
     if (run_dir / "config.toml").is_file():
-        if force:
-            _wipe(run_dir)
-        elif not resume:
+        if not resume and not force:
             status = RunStore(run_dir).meta().get("status", "unknown") if (run_dir / "run.sqlite").exists() else "?"
             raise StoreError(f"{str(run_dir)!r} already holds a run (status {status}); pass resume=True "
                              "(--resume) to continue it, or force=True (--force) to start over")
-        else:
-            old, new = _fingerprint(read_config(run_dir)), _fingerprint(config)
-            diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        if resume:
+            old = dict(read_config(run_dir))
+            old["hp"] = task.resolve_hp(old.get("hp", {}))  # old configs are filled the same way first
+            old["task"] = {**_TASK_DEFAULTS, **old.get("task", {})}
+            old_fp, new_fp = _fingerprint(old), _fingerprint(config)
+            diff = sorted(k for k in set(old_fp) | set(new_fp) if old_fp.get(k) != new_fp.get(k))
             if diff:
-                shown = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:5])
+                shown = "; ".join(f"{k}: {old_fp.get(k)!r} -> {new_fp.get(k)!r}" for k in diff[:5])
                 raise StoreError(f"cannot resume {str(run_dir)!r} under a different configuration ({shown}); "
                                  "use another run_dir, or force=True to start over")
             return _latest_loadable(run_dir)
+    elif resume:
+        raise StoreError(f"nothing to resume in {str(run_dir)!r}: no run there yet; drop resume=True (--resume) "
+                         "to start one")
+    elif run_dir.exists() and not run_dir.is_dir():
+        raise StoreError(f"{str(run_dir)!r} is a file, not a directory; choose another run_dir")
     elif run_dir.exists() and any(run_dir.iterdir()) and not force:
         raise StoreError(f"{str(run_dir)!r} is not empty and is not a babysit run directory; choose another run_dir")
     return None
@@ -191,81 +181,176 @@ def _notify(observers: Sequence[Any], method: str, record: Any) -> None:
             fn(record)
 
 
-def train(task: Task, hp: Mapping[str, Any], *, epochs: int, run_dir: str | Path, seed: int = 0,
-          batch_size: int | None = None, resume: bool = False, force: bool = False,
-          device: str | torch.device = "auto", observers: Sequence[Any] = (),
-          checkpoint_interval: float = 5.0) -> Run:
-    """Returns the Run after training task's model with hp for `epochs` epochs, kept in run_dir.
+@dataclass(frozen=True)
+class Plan:
+    """A validated run, before anything is written: what `train` will do (and what --dry-run prints)."""
 
-    A NaN/inf loss ends the run as "diverged" (no exception); Ctrl-C ends it as "interrupted" after
-    the current step; resume=True continues from the last checkpoint with the same numbers.
-    checkpoint_interval: at most one checkpoint write per this many seconds (0: every epoch); the
-    best and the last epoch are always on disk when train returns.
-    """
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+    config: Mapping[str, Any]
+    hp: Mapping[str, Any]
+    unused: tuple[str, ...]
+    run_dir: Path
+    resume_from: int | None  # the epoch of the checkpoint a resume continues from
+
+    def to_dict(self) -> dict[str, Any]:
+        """Returns the plan as plain data."""
+        return {"config": dict(self.config), "unused_keys": list(self.unused), "run_dir": str(self.run_dir),
+                "resume_from": self.resume_from}
+
+
+def _check_args(epochs: Any, checkpoint_interval: Any, resume: bool, force: bool) -> None:
+    check_number("epochs", epochs, kind=int, low=1, high=10**6)
+    if isinstance(epochs, float):
         raise ConfigError(f"epochs={epochs!r}: must be an integer >= 1")
-    if isinstance(checkpoint_interval, bool) or not isinstance(checkpoint_interval, (int, float)) \
-            or checkpoint_interval < 0:
-        raise ConfigError(f"checkpoint_interval={checkpoint_interval!r}: must be >= 0 seconds (0: every epoch)")
-    hp = resolve_hp(hp, batch_size)
-    dev = pick_device(device)
-    run_dir = Path(run_dir)
+    check_number("checkpoint_interval", checkpoint_interval, low=0.0, hint="seconds; 0 writes every epoch")
+    if resume and force:
+        raise ConfigError("resume=True and force=True together: resume continues the run, force starts over; "
+                          "choose one (--resume or --force)")
+
+
+def _unused(task: Task, given: Mapping[str, Any], hp: Mapping[str, Any], read: set[str],
+            allow_unknown: bool) -> tuple[str, ...]:
+    """Returns the given keys nothing uses (each logged once); a likely typo raises ConfigError."""
+    unused = hparams.unused_keys([k for k, v in given.items() if v is not None], task.used_keys(hp, read),
+                                 allow_unknown=allow_unknown)
+    for key in unused:
+        log.warning("hp[%r]=%r has no effect: %s", key, given[key], hparams.why_unused(key, hp, task.builtin_model))
+    return tuple(unused)
+
+
+def prepare(task: Task, hp: Mapping[str, Any], *, epochs: int, run_dir: str | Path, seed: int = 0,
+            batch_size: int | None = None, resume: bool = False, force: bool = False,
+            device: str | torch.device = "auto", checkpoint_interval: float = 5.0,
+            allow_unknown: bool = False) -> Plan:
+    """Returns the Plan of a run after validating everything (config, keys, data, model built once); writes nothing.
+
+    `babysit train --dry-run` prints it; `train` runs it. torch's global RNG is left as it was.
+    """
+    with torch.random.fork_rng(devices=[]):
+        return _plan(task, hp, epochs, run_dir, seed, batch_size, resume, force, device, checkpoint_interval,
+                     allow_unknown)[0]
+
+
+def _plan(task: Task, hp: Mapping[str, Any], epochs: int, run_dir: str | Path, seed: int, batch_size: int | None,
+          resume: bool, force: bool, device: str | torch.device, checkpoint_interval: float,
+          allow_unknown: bool) -> tuple[Plan, nn.Module]:
+    """Returns the Plan and the model built for it from torch.manual_seed(seed)."""
+    _check_args(epochs, checkpoint_interval, resume, force)
+    check_number("seed", seed, kind=int, low=0, high=2**63 - 1)
+    given = dict(hp) if isinstance(hp, Mapping) else hp
+    hp = resolve_hp(task, given, batch_size)
+    pick_device(device)
+    read: set[str] = set()
+    torch.manual_seed(seed)
+    model = task.build_model(hp, record=read)
+    unused = _unused(task, {**given, **({"batch_size": batch_size} if batch_size else {})}, hp, read, allow_unknown)
+    build_optimizer(model.parameters(), hp)
+    build_schedule(hp)
     config = {"babysit": {"version": __version__, "torch": torch.__version__}, "task": task.describe(),
               "hp": hp, "train": {"epochs": epochs, "seed": seed, "device": str(device)}}
-    loop = _setup(task, hp, seed, dev)  # validates model, update rule and schedule before touching the disk
-    ckpt = _prepare_dir(run_dir, config, resume, force)
+    run_dir = Path(run_dir)
+    ckpt = _prepare_dir(run_dir, config, resume, force, task)
+    at = int(ckpt["epoch"]) if ckpt is not None else None
+    if at is not None and at >= epochs:
+        raise ConfigError(f"{str(run_dir)!r} is already at epoch {at} (asked for {epochs}); nothing to resume: "
+                          f"ask for more epochs (--epochs {at + 1} or more)")
+    return Plan(config, hp, unused, run_dir, at), model
+
+
+def train(task: Task, hp: Mapping[str, Any], *, epochs: int, run_dir: str | Path, seed: int = 0,
+          batch_size: int | None = None, resume: bool = False, force: bool = False,
+          device: str | torch.device = "auto", observers: Sequence[Observer] = (),
+          checkpoint_interval: float = 5.0, stop: Stop | None = None, allow_unknown: bool = False) -> Run:
+    """Returns the Run after training task's model with hp for `epochs` epochs, kept in run_dir.
+
+    Ends as "completed", "early_stopped", "diverged" (a NaN/inf loss; no exception), "interrupted"
+    (Ctrl-C, after the current step), "pruned" (stop set by a search) or "failed" (the user's code
+    raised: recorded in the run, then re-raised). resume=True continues from the last checkpoint with
+    the same numbers. checkpoint_interval: at most one write per this many seconds (0: every epoch).
+    """
+    plan, model = _plan(task, hp, epochs, run_dir, seed, batch_size, resume, force, device, checkpoint_interval,
+                        allow_unknown)
+    hp, run_dir, dev = dict(plan.hp), plan.run_dir, pick_device(device)
+    ckpt = _latest_loadable(run_dir) if plan.resume_from is not None else None
+    loop = _setup(task, model, hp, seed, dev)
+    if force:
+        _wipe(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_config(run_dir, config)
-    store, writer = RunStore(run_dir), CheckpointWriter(run_dir, interval=checkpoint_interval)
+    write_config(run_dir, plan.config)
+    store = RunStore(run_dir)
+    writer = CheckpointWriter(run_dir, interval=checkpoint_interval, metric=task.metric.name, mode=task.metric.mode)
     try:
         if ckpt is not None:
             loop.restore(ckpt)
-        return _run(task, hp, epochs, run_dir, seed, dev, loop, store, writer, observers)
+        store.set_meta(unused_keys=json.dumps(list(plan.unused)))
+        return _run(task, hp, epochs, run_dir, seed, dev, loop, store, writer, observers, stop or Stop())
     finally:
         writer.close()
         store.close()
 
 
-def _setup(task: Task, hp: Mapping[str, Any], seed: int, dev: torch.device) -> _Loop:
-    torch.manual_seed(seed)
-    model = task.build_model(hp).to(dev)
+def _setup(task: Task, model: nn.Module, hp: Mapping[str, Any], seed: int, dev: torch.device) -> _Loop:
+    model = model.to(dev)
     return _Loop(model=model, optimizer=build_optimizer(model.parameters(), hp), schedule=build_schedule(hp),
-                 generator=torch.Generator().manual_seed(seed))
+                 generator=torch.Generator().manual_seed(seed), best_val=task.metric.worst)
+
+
+def _start_meta(store: RunStore, dev: torch.device, seed: int, resumed: bool) -> None:
+    """Records the start: the first start's time is kept on resume, each resume is listed."""
+    meta = store.meta()
+    resumes = json.loads(meta.get("resumes") or "[]")
+    if resumed or "started" in meta:
+        resumes.append(now())
+    store.set_meta(schema_version=SCHEMA_VERSION, babysit_version=__version__, torch_version=torch.__version__,
+                   status="running", started=meta.get("started") or now(), resumes=json.dumps(resumes),
+                   device=str(dev), seed=seed, diverged_at=None, error=None)
 
 
 def _run(task: Task, hp: dict[str, Any], epochs: int, run_dir: Path, seed: int, dev: torch.device,
-         loop: _Loop, store: RunStore, writer: CheckpointWriter, observers: Sequence[Any]) -> Run:
+         loop: _Loop, store: RunStore, writer: CheckpointWriter, observers: Sequence[Any], stop: Stop) -> Run:
     store.truncate_after(loop.step)
     loop.history = list(store.history())
-    store.set_meta(schema_version=SCHEMA_VERSION, babysit_version=__version__, torch_version=torch.__version__,
-                   status="running", started=now(), device=str(dev), seed=seed, diverged_at=None)
+    _start_meta(store, dev, seed, loop.step > 0)
     train_set = data_mod.to_device(task.splits.train, dev)
     val_set = data_mod.to_device(task.splits.val, dev)
     train_eval = _train_subset(train_set, len(val_set), seed)  # type: ignore[arg-type]
-    status, diverged_at = "completed", None
-    with _StopOnSigint() as stop:
-        while loop.epoch < epochs:
-            outcome = _epoch(task, hp, loop, train_set, store, observers, stop)
-            if outcome != "ok":
-                status = "interrupted" if outcome == "interrupted" else "diverged"
-                diverged_at = loop.step if outcome == "diverged" else None
-                break
-            if _end_epoch(task, hp, loop, val_set, train_eval, store, writer, observers):
-                store.set_meta(early_stopped_at=loop.epoch)
-                break
-    writer.wait()
-    store.flush()
-    store.set_meta(status=status, diverged_at=diverged_at, finished=now())
-    best = best_of(list_checkpoints(run_dir))
+    status, diverged_at, error = "completed", None, None
+    try:
+        with stop.on_sigint():
+            while loop.epoch < epochs and not stop:
+                if not _epoch(task, hp, loop, train_set, store, observers, stop):
+                    status, diverged_at = "diverged", loop.step
+                    break
+                if not stop:
+                    _end_epoch(task, hp, loop, val_set, train_eval, store, writer, observers, stop)
+        status = stop.reason or status
+    except Exception as exc:
+        status, error = "failed", describe_user_error(exc)
+        log.error("the run failed: %s", error)
+        raise
+    finally:
+        _finish(store, writer, status, diverged_at, error, stop, loop)
+    best = best_of(list_checkpoints(run_dir), task.metric.mode)
     run = Run(dir=run_dir, status=status, diverged_at=diverged_at, history=tuple(loop.history),
-              best_checkpoint=best.path if best else None)
+              best_checkpoint=best.path if best else None, metric=task.metric.name, metric_mode=task.metric.mode)
     _notify(observers, "on_end", run)
     return run
 
 
+def _finish(store: RunStore, writer: CheckpointWriter, status: str, diverged_at: int | None, error: str | None,
+            stop: Stop, loop: _Loop) -> None:
+    """Writes what is pending and the run's final status (also when the user's code raised)."""
+    try:
+        writer.wait()
+    finally:
+        store.flush()
+        extra = {"early_stopped_at": loop.epoch} if status == "early_stopped" else {}
+        store.set_meta(status=status, diverged_at=diverged_at, finished=now(), error=error,
+                       stop_reason=stop.why or None, **extra)
+
+
 def _epoch(task: Task, hp: Mapping[str, Any], loop: _Loop, train_set: Any, store: RunStore,
-           observers: Sequence[Any], stop: _StopOnSigint) -> str:
-    """Runs one epoch of steps; returns "ok", "diverged" or "interrupted"."""
+           observers: Sequence[Any], stop: Stop) -> bool:
+    """Runs one epoch of steps (fewer when stop is set); returns False when the loss became NaN/inf."""
     loop.model.train()
     weights, reg, clip = weights_of(loop.model), float(hp["reg"]), hp.get("clip_norm")
     full_batch = is_full_batch(hp["optimizer"])
@@ -273,6 +358,7 @@ def _epoch(task: Task, hp: Mapping[str, Any], loop: _Loop, train_set: Any, store
     nb = data_mod.num_batches(train_set, bs)
     step_fn = closure_step if full_batch else train_step
     loop.epoch_started = time.perf_counter()
+    checking = bool(stop.conditions)
     for i, (x, y) in enumerate(data_mod.batches(train_set, bs, shuffle=not full_batch, generator=loop.generator)):
         if i == 0 or not loop.schedule.per_epoch:
             lr = loop.schedule.apply(loop.optimizer, loop.epoch + i / nb)
@@ -282,32 +368,47 @@ def _epoch(task: Task, hp: Mapping[str, Any], loop: _Loop, train_set: Any, store
         store.log(loop.step, at, "loss", loss)
         if not math.isfinite(loss):
             log.warning("loss became %s at step %d (epoch %.2f): stopping as diverged", loss, loop.step, at)
-            return "diverged"
-        if observers:
-            _notify(observers, "on_step", StepRecord(loop.step, at, loss, lr))
-        if stop.requested:
-            return "interrupted"
-    return "ok"
+            return False
+        if observers or checking:
+            record = StepRecord(loop.step, at, loss, lr)
+            _notify(observers, "on_step", record)
+            if checking:
+                stop.check(record)
+        if stop:
+            break
+    return True
+
+
+def _validate(task: Task, model: nn.Module, val_set: Any) -> tuple[Evaluation, float]:
+    """Returns the validation evaluation and the task's metric on it."""
+    val = evaluate(model, val_set, task.loss_fn, metric_fn=task.metric.fn)
+    value = {"val_acc": val.accuracy, "val_loss": val.loss}.get(task.metric.name) if task.metric.fn is None \
+        else val.metric
+    return val, float(value if value is not None else math.nan)
 
 
 def _end_epoch(task: Task, hp: Mapping[str, Any], loop: _Loop, val_set: Any, train_eval: Any, store: RunStore,
-               writer: CheckpointWriter, observers: Sequence[Any]) -> bool:
-    """Evaluates, records and checkpoints the finished epoch; returns True when early stopping fires."""
+               writer: CheckpointWriter, observers: Sequence[Any], stop: Stop) -> None:
+    """Evaluates, records and checkpoints the finished epoch; sets the stop when early stopping fires."""
     loop.epoch += 1
-    val = evaluate(loop.model, val_set, task.loss_fn)
+    val, value = _validate(task, loop.model, val_set)
     tr = evaluate(loop.model, train_eval, task.loss_fn)
-    loop.schedule.end_epoch(val.accuracy)
-    if val.accuracy > loop.best_val:
-        loop.best_val, loop.stale = val.accuracy, 0
+    metric = task.metric
+    loop.schedule.end_epoch(metric.score(value))
+    if metric.better(value, loop.best_val):
+        loop.best_val, loop.stale = value, 0
     else:
         loop.stale += 1
     lr = float(loop.optimizer.param_groups[0]["lr"])
     record = EpochRecord(loop.epoch, tr.loss, tr.accuracy, val.loss, val.accuracy, lr,
-                         time.perf_counter() - loop.epoch_started)
+                         time.perf_counter() - loop.epoch_started, value)
     loop.history.append(record)
     store.log_epoch(loop.step, record)
     store.flush()
-    writer.save(loop.epoch, val.accuracy, loop.state(val.accuracy))
+    if math.isfinite(value):
+        writer.save(loop.epoch, value, loop.state(value))
     _notify(observers, "on_epoch", record)
     patience = hp.get("early_stop")
-    return patience is not None and loop.stale >= int(patience)
+    if patience is not None and loop.stale >= int(patience):
+        stop.set("early_stopped", f"no better {metric.name} for {patience} epochs (best {loop.best_val:.4g})")
+    stop.check(record)

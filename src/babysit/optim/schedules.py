@@ -14,51 +14,14 @@ from typing import Any
 
 import torch
 
+from .._check import check_number
 from ..errors import ConfigError
-from .rules import (
-    _bad,
-    check_rule,
-    _count,
-    _is_real,
-    _lr,
-    _positive,
-    _unit,
-    has_momentum,
-    set_momentum,
-)
+from ..hparams import KEYS, SCHEDULES
+from .rules import _get, _lr, check_rule, has_momentum, set_momentum
 
 __all__ = ["SCHEDULES", "Plateau", "Schedule", "build_schedule", "lr_factor", "momentum_at"]
 
-SCHEDULES: tuple[str, ...] = ("constant", "step", "exp", "inv_t", "plateau")
 _MOMENTUM_KEYS = ("momentum_start", "momentum_end", "momentum_epochs")
-
-_HINTS: dict[str, str] = {
-    "step_every": "step_every is the number of epochs between decays, an integer >= 1, e.g. 5",
-    "step_factor": "step_factor must be in (0, 1), e.g. 0.5 every 5 epochs or 0.1 every 20",
-    "exp_k": "exp_k must be > 0 (lr = lr0 * exp(-k * epoch)), e.g. 0.1",
-    "inv_t_k": "inv_t_k must be > 0 (lr = lr0 / (1 + k * epoch)), e.g. 0.1",
-    "plateau_factor": "plateau_factor must be in (0, 1), e.g. 0.5",
-    "plateau_patience": "plateau_patience is a number of epochs, an integer >= 1, e.g. 3",
-    "threshold": "threshold is the least accuracy gain that counts as improvement, a number >= 0",
-    "momentum_start": "momentum_start must be in [0, 1); the notes start around 0.5",
-    "momentum_end": "momentum_end must be in [0, 1); the notes anneal to about 0.99",
-    "momentum_epochs": "momentum_epochs must be > 0: the epochs over which momentum goes from start to end",
-}
-
-
-def _fraction(hp: Mapping[str, Any], key: str, default: float) -> float:
-    """Returns hp[key] (or default when absent or None) as a float in (0, 1); ConfigError otherwise."""
-    value = hp.get(key)
-    if value is None:
-        return float(default)
-    if not _is_real(value) or not 0.0 < float(value) < 1.0:
-        raise _bad(key, value, _HINTS[key])
-    return float(value)
-
-
-def _hinted(fn: Any, hp: Mapping[str, Any], key: str, default: Any) -> Any:
-    """Returns fn(hp, key, default) validated with the schedule's hint for key."""
-    return fn(hp, key, default, _HINTS[key])
 
 
 @dataclass(frozen=True)
@@ -80,21 +43,10 @@ class _MomentumParams:
 
 
 def _parse_lr(hp: Mapping[str, Any]) -> _LrParams:
-    """Returns the validated learning-rate schedule keys of hp, with the defaults filled in."""
-    name = hp.get("schedule", "constant")
-    if name is None:
-        name = "constant"
-    if not isinstance(name, str) or name not in SCHEDULES:
-        raise ConfigError(f"hp['schedule']={name!r}: unknown schedule; valid: {', '.join(sorted(SCHEDULES))}")
-    return _LrParams(
-        schedule=name,
-        step_every=_hinted(_count, hp, "step_every", 5),
-        step_factor=_fraction(hp, "step_factor", 0.5),
-        exp_k=_hinted(_positive, hp, "exp_k", 0.1),
-        inv_t_k=_hinted(_positive, hp, "inv_t_k", 0.1),
-        plateau_factor=_fraction(hp, "plateau_factor", 0.5),
-        plateau_patience=_hinted(_count, hp, "plateau_patience", 3),
-    )
+    """Returns the validated learning-rate schedule keys of hp, with the registry's defaults filled in."""
+    return _LrParams(schedule=_get(hp, "schedule"), step_every=_get(hp, "step_every"),
+                     step_factor=_get(hp, "step_factor"), exp_k=_get(hp, "exp_k"), inv_t_k=_get(hp, "inv_t_k"),
+                     plateau_factor=_get(hp, "plateau_factor"), plateau_patience=_get(hp, "plateau_patience"))
 
 
 def _parse_momentum(hp: Mapping[str, Any]) -> _MomentumParams | None:
@@ -113,18 +65,13 @@ def _parse_momentum(hp: Mapping[str, Any]) -> _MomentumParams | None:
         raise ConfigError(
             f"{given[0]} is set but optimizer {optimizer!r} has no momentum; use 'momentum', 'nesterov' or 'adam'"
         )
-    return _MomentumParams(
-        start=_hinted(_unit, hp, "momentum_start", 0.5),
-        end=_hinted(_unit, hp, "momentum_end", 0.99),
-        epochs=_hinted(_positive, hp, "momentum_epochs", 1.0),
-    )
+    return _MomentumParams(start=_get(hp, "momentum_start"), end=_get(hp, "momentum_end"),
+                           epochs=_get(hp, "momentum_epochs"))
 
 
 def _check_epoch(epoch: float) -> float:
     """Returns epoch as a float; ConfigError when it is negative or not a finite number."""
-    if not _is_real(epoch) or epoch < 0:
-        raise ConfigError(f"epoch={epoch!r}: must be a finite number >= 0; pass step / steps_per_epoch")
-    return float(epoch)
+    return float(check_number("epoch", epoch, low=0.0, hint="pass step / steps_per_epoch"))
 
 
 def _factor(p: _LrParams, epoch: float) -> float:
@@ -168,11 +115,10 @@ class Plateau:
     """
 
     def __init__(self, factor: float, patience: int, threshold: float = 0.0) -> None:
-        self.factor = _fraction({"plateau_factor": factor}, "plateau_factor", 0.5)
-        self.patience = _hinted(_count, {"plateau_patience": patience}, "plateau_patience", 3)
-        if not _is_real(threshold) or threshold < 0:
-            raise _bad("threshold", threshold, _HINTS["threshold"])
-        self.threshold = float(threshold)
+        self.factor = KEYS["plateau_factor"].check(factor)
+        self.patience = KEYS["plateau_patience"].check(patience)
+        self.threshold = check_number("threshold", threshold, low=0.0,
+                                      hint="the least gain of the metric that counts as improvement")
         self.best = -math.inf
         self.bad_epochs = 0
         self.scale = 1.0

@@ -1,15 +1,12 @@
-"""Built-in data sets (spiral, digits, mnist1d), a user's own tensors, and fast batching.
+"""Splits, a user's own tensors, and fast batching: the data path every other module shares.
 
-Every data set is a ``TensorDataset(x_float32, y_int64)``: in memory, so batches are sliced
-from tensors directly (no DataLoader overhead). The test split is held apart from ``seed``;
-``seed`` only chooses the validation split (and, for the spiral, the generated points).
+Every in-memory data set is a ``TensorDataset(x_float32, y_int64)``, so batches are sliced from tensors
+directly (no DataLoader overhead); other map-style Datasets go through a DataLoader.
 """
 
 from __future__ import annotations
 
-import functools
 import math
-import random
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -19,28 +16,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from .errors import ConfigError, DataError
+from ..errors import ConfigError, DataError
 
-__all__ = [
-    "NAMES",
-    "Splits",
-    "batches",
-    "digits",
-    "from_tensors",
-    "load",
-    "mnist1d",
-    "num_batches",
-    "spiral",
-    "tensors",
-    "to_device",
-]
+__all__ = ["Splits", "batches", "from_tensors", "num_batches", "tensors", "to_device"]
 
-NAMES = ("digits", "mnist1d", "spiral")
-_OPTIONS: dict[str, tuple[str, ...]] = {
-    "digits": (),
-    "mnist1d": (),
-    "spiral": ("num_classes", "points_per_class", "noise", "test_fraction"),
-}
 _REAL_INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 _TEST_SEED = 12345  # the test split never depends on `seed`: searches must not peek at it
 
@@ -121,140 +100,6 @@ def _dataset(x: np.ndarray | Tensor, y: np.ndarray | Tensor) -> TensorDataset:
     return TensorDataset(xt, yt)
 
 
-# ---------------------------------------------------------------------------- loaders
-
-
-def load(name: str, *, seed: int = 0, val_fraction: float = 0.2, **options: Any) -> Splits:
-    """Return the Splits of a built-in data set by name ("digits", "mnist1d" or "spiral").
-
-    ``load(**splits.source)`` rebuilds the same splits.
-    """
-    if name not in NAMES:
-        raise DataError(f"unknown data set {name!r}; valid: {', '.join(NAMES)}")
-    _check_fraction("val_fraction", val_fraction)
-    unknown = sorted(set(options) - set(_OPTIONS[name]))
-    if unknown:
-        valid = ", ".join(_OPTIONS[name]) or "(none)"
-        raise DataError(f"unknown option(s) for data set {name!r}: {', '.join(unknown)}; valid: {valid}")
-    loader = {"digits": digits, "mnist1d": mnist1d, "spiral": spiral}[name]
-    return loader(seed=seed, val_fraction=val_fraction, **options)  # type: ignore[operator]
-
-
-def spiral(
-    *,
-    seed: int = 0,
-    val_fraction: float = 0.2,
-    num_classes: int = 3,
-    points_per_class: int = 300,
-    noise: float = 0.2,
-    test_fraction: float = 0.2,
-) -> Splits:
-    """Return Splits of the notes' K-class spiral: 2-D points not linearly separable.
-
-    r = linspace(0, 1, N), t = linspace(4j, 4(j+1), N) + noise * randn; x = (r sin t, r cos t).
-    """
-    _check_fraction("val_fraction", val_fraction)
-    _check_fraction("test_fraction", test_fraction, allow_zero=True)
-    _check_count("num_classes", num_classes, 2)
-    _check_count("points_per_class", points_per_class, 1)
-    if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not noise >= 0:
-        raise DataError(f"noise={noise!r}: must be a number >= 0, e.g. 0.2")
-    x, y = _spiral_points(np.random.default_rng(seed), num_classes, points_per_class, float(noise))
-    train, val, test = _split_indices(len(y), seed, val_fraction, test_fraction)
-    source = {
-        "name": "spiral", "seed": seed, "val_fraction": val_fraction, "num_classes": num_classes,
-        "points_per_class": points_per_class, "noise": noise, "test_fraction": test_fraction,
-    }
-    return Splits(
-        train=_dataset(x[train], y[train]),
-        val=_dataset(x[val], y[val]),
-        test=_dataset(x[test], y[test]) if len(test) else None,
-        num_classes=num_classes,
-        input_shape=(2,),
-        source=source,
-    )
-
-
-def _spiral_points(rng: np.random.Generator, k: int, n: int, noise: float) -> tuple[np.ndarray, np.ndarray]:
-    """Return shuffled (x, y) of k spiral arms with n points each, as in the notes."""
-    xs, ys = [], []
-    for j in range(k):
-        r = np.linspace(0.0, 1.0, n)
-        t = np.linspace(j * 4.0, (j + 1) * 4.0, n) + rng.standard_normal(n) * noise
-        xs.append(np.stack([r * np.sin(t), r * np.cos(t)], axis=1))
-        ys.append(np.full(n, j))
-    order = rng.permutation(n * k)
-    return np.concatenate(xs)[order], np.concatenate(ys)[order]
-
-
-def digits(*, seed: int = 0, val_fraction: float = 0.2) -> Splits:
-    """Return Splits of scikit-learn's bundled 8x8 digits, standardised with train statistics.
-
-    Mean and std come from the train split alone, then apply to val and test (no leakage).
-    """
-    from sklearn.datasets import load_digits  # type: ignore[import-untyped]
-
-    _check_fraction("val_fraction", val_fraction)
-    bunch = load_digits()
-    x, y = np.asarray(bunch.data, dtype=np.float64), np.asarray(bunch.target)
-    train, val, test = _split_indices(len(y), seed, val_fraction, 0.2)
-    mean = x[train].mean(axis=0)
-    std = x[train].std(axis=0)
-    std[std == 0] = 1.0
-    x = (x - mean) / std
-    return Splits(
-        train=_dataset(x[train], y[train]),
-        val=_dataset(x[val], y[val]),
-        test=_dataset(x[test], y[test]),
-        num_classes=10,
-        input_shape=(64,),
-        source={"name": "digits", "seed": seed, "val_fraction": val_fraction},
-        image_shape=(8, 8),
-    )
-
-
-@functools.lru_cache(maxsize=1)
-def _mnist1d_arrays() -> tuple[np.ndarray, ...]:
-    """Return (x, y, x_test, y_test) of the published MNIST-1D, global RNGs left as found."""
-    from mnist1d.data import make_dataset  # type: ignore[import-untyped]
-
-    np_state, py_state = np.random.get_state(), random.getstate()
-    try:
-        ds = make_dataset()  # seeds numpy and random globally
-    finally:
-        np.random.set_state(np_state)
-        random.setstate(py_state)
-    arrays = tuple(
-        np.array(ds[key], dtype=dtype)  # a copy: the caller's arrays are left writable
-        for key, dtype in (("x", np.float32), ("y", np.int64), ("x_test", np.float32), ("y_test", np.int64))
-    )
-    for a in arrays:
-        a.flags.writeable = False  # shared by every later call
-    return arrays
-
-
-def mnist1d(*, seed: int = 0, val_fraction: float = 0.2) -> Splits:
-    """Return Splits of MNIST-1D (4000 train, 1000 test, 40 features), generated offline.
-
-    The validation split is carved from the 4000 by `seed`; the package's test split stays apart.
-    """
-    _check_fraction("val_fraction", val_fraction)
-    x, y, x_test, y_test = _mnist1d_arrays()
-    perm = np.random.default_rng(seed).permutation(len(y))
-    n_val = round(val_fraction * len(y))
-    val, train = perm[:n_val], perm[n_val:]
-    if len(val) < 1 or len(train) < 1:
-        raise DataError(f"val_fraction={val_fraction}: leaves an empty split of MNIST-1D's {len(y)}")
-    return Splits(
-        train=_dataset(x[train], y[train]),
-        val=_dataset(x[val], y[val]),
-        test=_dataset(x_test.copy(), y_test.copy()),
-        num_classes=10,
-        input_shape=(x.shape[1],),
-        source={"name": "mnist1d", "seed": seed, "val_fraction": val_fraction},
-    )
-
-
 def _as_tensor(field: str, value: Any) -> Tensor:
     try:
         return torch.as_tensor(np.asarray(value) if not isinstance(value, Tensor) else value)
@@ -272,6 +117,13 @@ def _check_labels(y: Tensor, n: int, num_classes: int | None) -> int:
         raise DataError(f"len(x)={n} but len(y)={len(y)}: x and y must have one row per example")
     if num_classes is None:
         num_classes = int(y.max()) + 1
+        seen = torch.unique(y)
+        if int(y.min()) >= 0 and len(seen) < num_classes:
+            missing = sorted(set(range(num_classes)) - set(seen.tolist()))
+            shown = ", ".join(map(str, missing[:5])) + (" ..." if len(missing) > 5 else "")
+            raise DataError(f"y has labels 0..{num_classes - 1} but no {shown}: that would make {num_classes} "
+                            "classes, some empty; relabel to 0..C-1, or pass num_classes= if those classes "
+                            "exist but have no examples here")
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise DataError(f"num_classes={num_classes!r}: need at least 2 classes")
     low, high = int(y.min()), int(y.max())
@@ -321,14 +173,15 @@ def from_tensors(
 # ---------------------------------------------------------------------------- batching
 
 
-def tensors(dataset: Dataset) -> tuple[Tensor, Tensor]:
-    """Return the whole dataset as (x, y): a TensorDataset's own tensors, else stacked examples."""
+def tensors(dataset: Dataset, limit: int | None = None) -> tuple[Tensor, Tensor]:
+    """Return the dataset (its first `limit` examples) as (x, y): a TensorDataset's own tensors, else stacked."""
     if isinstance(dataset, TensorDataset) and len(dataset.tensors) == 2:
-        return dataset.tensors[0], dataset.tensors[1]
+        x, y = dataset.tensors[0], dataset.tensors[1]
+        return (x, y) if limit is None else (x[:limit], y[:limit])
     n = _size(dataset)
     if not n:
         raise DataError(f"dataset {type(dataset).__name__} is empty or has no len(): need a map-style Dataset")
-    items = [dataset[i] for i in range(n)]
+    items = [dataset[i] for i in range(n if limit is None else min(n, limit))]
     if not isinstance(items[0], (tuple, list)) or len(items[0]) != 2:
         raise DataError(f"dataset {type(dataset).__name__} yields {type(items[0]).__name__}: need (x, y) pairs")
     x = torch.stack([torch.as_tensor(item[0]) for item in items])

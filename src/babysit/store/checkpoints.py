@@ -1,0 +1,177 @@
+"""Checkpoints: names that carry the validation score, atomic writes, a background writer, safe loads.
+
+Checkpoints are written to a temporary name and renamed (atomic), hold tensors and plain data
+only, and are loaded with torch.load(weights_only=True): a run directory is never unpickled.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+import torch
+
+from ..errors import StoreError
+from .files import atomic_write
+
+__all__ = ["Checkpoint", "checkpoint_name", "parse_checkpoint_name", "list_checkpoints", "best_of",
+           "save_checkpoint", "CheckpointWriter", "load_checkpoint"]
+
+_CKPT = re.compile(r"^epoch-(\d{3,})_([a-z][a-z0-9_]*)-(-?\d+\.\d{4})\.pt$")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A checkpoint file and the epoch and validation metric its name carries."""
+
+    path: Path
+    epoch: int
+    val: float
+    metric: str = "val_acc"
+
+
+def checkpoint_name(epoch: int, value: float, metric: str = "val_acc") -> str:
+    """Returns e.g. "epoch-007_val-0.8125.pt" (val_acc) or "epoch-007_val_loss-0.4321.pt": the score in the name."""
+    if metric == "val_acc" and not 0.0 <= value <= 1.0:
+        raise StoreError(f"validation accuracy {value!r} is not in [0, 1]")
+    if not math.isfinite(value):
+        raise StoreError(f"validation {metric} {value!r} is not finite")
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", metric):
+        raise StoreError(f"metric name {metric!r}: lower-case letters, digits and _ only")
+    return f"epoch-{epoch:03d}_{'val' if metric == 'val_acc' else metric}-{value:.4f}.pt"
+
+
+def parse_checkpoint_name(name: str) -> tuple[int, float] | None:
+    """Returns (epoch, value) parsed from a checkpoint file name, or None for other files."""
+    m = _CKPT.match(name)
+    return (int(m.group(1)), float(m.group(3))) if m else None
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Checkpoint]:
+    """Returns the run's complete checkpoints sorted by epoch (temporary files are ignored)."""
+    d = Path(run_dir) / "checkpoints"
+    if not d.is_dir():
+        return []
+    out = []
+    for p in d.iterdir():
+        m = _CKPT.match(p.name)
+        if m:
+            metric = "val_acc" if m.group(2) == "val" else m.group(2)
+            out.append(Checkpoint(p, int(m.group(1)), float(m.group(3)), metric))
+    return sorted(out, key=lambda c: c.epoch)
+
+
+def best_of(checkpoints: Iterable[Checkpoint], mode: str = "max") -> Checkpoint | None:
+    """Returns the checkpoint with the best validation metric (highest, or lowest for mode="min"; earliest on a tie)."""
+    sign = 1.0 if mode == "max" else -1.0
+    return max(checkpoints, key=lambda c: (sign * c.val, -c.epoch), default=None)
+
+
+def save_checkpoint(run_dir: str | Path, epoch: int, val_acc: float, payload: Mapping[str, Any],
+                    *, keep_last: int = 2, metric: str = "val_acc", mode: str = "max") -> Path:
+    """Returns the path of a new checkpoint, written atomically; keeps the best and the last keep_last."""
+    return _write_checkpoint(Path(run_dir), epoch, val_acc, _serialise(payload), keep_last, metric, mode)
+
+
+def _serialise(payload: Mapping[str, Any]) -> bytes:
+    buf = io.BytesIO()
+    torch.save(dict(payload), buf)
+    return buf.getvalue()
+
+
+def _write_checkpoint(run_dir: Path, epoch: int, value: float, data: bytes, keep_last: int, metric: str = "val_acc",
+                      mode: str = "max") -> Path:
+    d = run_dir / "checkpoints"
+    d.mkdir(parents=True, exist_ok=True)
+    path = d / checkpoint_name(epoch, value, metric)
+    atomic_write(path, lambda f: f.write(data))
+    ckpts = list_checkpoints(run_dir)
+    keep = {c.path for c in ckpts[-keep_last:]} | {best_of(ckpts, mode).path}  # type: ignore[union-attr]
+    for c in ckpts:
+        if c.path not in keep:
+            c.path.unlink(missing_ok=True)
+    return path
+
+
+def _snapshot(x: Any) -> Any:
+    """Returns x with every tensor copied (a memcpy), so training can go on while the copy is written."""
+    if isinstance(x, torch.Tensor):
+        return x.detach().clone()
+    if isinstance(x, Mapping):
+        return {k: _snapshot(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(_snapshot(v) for v in x)
+    return x
+
+
+class CheckpointWriter:
+    """Writes checkpoints from a background thread, at most one batch of writes per `interval` seconds.
+
+    Every epoch's state is snapshotted (tensors copied), so the best and the latest are never lost;
+    they are written when `interval` has passed since the last write, and always by wait()/close().
+    A killed run loses at most `interval` seconds of work, and resumes exactly from what is on disk.
+    Writing, fsync, rename and pruning happen in order on one worker; wait() raises any write error.
+    """
+
+    def __init__(self, run_dir: str | Path, *, keep_last: int = 2, interval: float = 0.0,
+                 clock: Callable[[], float] = time.monotonic, metric: str = "val_acc", mode: str = "max") -> None:
+        if interval < 0:
+            raise StoreError(f"checkpoint interval={interval!r}: must be >= 0 seconds (0: every epoch)")
+        self.run_dir, self.keep_last, self.interval, self._clock = Path(run_dir), keep_last, interval, clock
+        self.metric, self.mode, self._sign = metric, mode, (1.0 if mode == "max" else -1.0)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="babysit-checkpoint")
+        self._futures: list[Future[Path]] = []
+        self._best_val = -math.inf
+        self._best: tuple[int, float, Any] | None = None
+        self._last: tuple[int, float, Any] | None = None
+        self._written_at = -math.inf
+
+    def save(self, epoch: int, val_acc: float, payload: Mapping[str, Any]) -> None:
+        """Snapshots payload now; writes it (and an unwritten best) when the interval has passed."""
+        checkpoint_name(epoch, val_acc, self.metric)  # refuse a bad score here, not in the worker
+        snap = (epoch, val_acc, _snapshot(payload))
+        if self._sign * val_acc > self._best_val:
+            self._best_val, self._best = self._sign * val_acc, snap
+        self._last = snap
+        if self._clock() - self._written_at >= self.interval:
+            self.flush()
+
+    def flush(self) -> None:
+        """Queues the writes of the snapshots not yet on disk (the best first, then the latest)."""
+        for epoch, val, state in {id(s): s for s in (self._best, self._last) if s is not None}.values():
+            self._futures.append(self._pool.submit(self._write, epoch, val, state))
+        self._best = self._last = None
+        self._written_at = self._clock()
+
+    def _write(self, epoch: int, val: float, state: Any) -> Path:
+        return _write_checkpoint(self.run_dir, epoch, val, _serialise(state), self.keep_last, self.metric, self.mode)
+
+    def wait(self) -> None:
+        """Returns when every snapshot is on disk; raises the first write error."""
+        self.flush()
+        futures, self._futures = self._futures, []
+        for f in futures:
+            f.result()
+
+    def close(self) -> None:
+        """Writes what is pending and stops the worker."""
+        try:
+            self.wait()
+        finally:
+            self._pool.shutdown(wait=True)
+
+
+def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """Returns a checkpoint's contents, loaded with weights_only=True (no unpickling of code)."""
+    try:
+        return torch.load(Path(path), map_location=map_location, weights_only=True)
+    except FileNotFoundError as exc:
+        raise StoreError(f"checkpoint {str(path)!r} does not exist") from exc
+    except Exception as exc:
+        raise StoreError(f"checkpoint {str(path)!r} cannot be loaded safely: {exc}") from exc
