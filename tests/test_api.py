@@ -6,9 +6,10 @@ import babysit as bs
 
 PUBLIC = [
     "BabysitError", "CheckFailed", "ConfigError", "DataError", "EpochRecord", "Evaluation", "GradientReport",
-    "MissingExtra", "PreflightReport", "Run", "SanityReport", "Splits", "StepRecord", "StoreError", "Task",
-    "__version__", "assert_gradients", "check_function", "check_gradients", "check_task", "config", "data", "errors",
-    "evaluate", "gradcheck", "load", "losses", "models", "optim", "sanity", "sanity_checks", "step", "store", "train",
+    "MissingExtra", "PreflightReport", "Run", "SanityReport", "Splits", "Stage", "StepRecord", "StoreError", "Study",
+    "Task", "Trial", "__version__", "assert_gradients", "check_function", "check_gradients", "check_task", "choice",
+    "config", "data", "errors", "evaluate", "gradcheck", "intuniform", "load", "load_study", "loguniform", "losses",
+    "lr_find", "models", "optim", "sanity", "sanity_checks", "search", "step", "store", "train", "uniform",
 ]
 
 

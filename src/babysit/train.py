@@ -282,7 +282,7 @@ def train(task: Task, hp: Mapping[str, Any], *, epochs: int, run_dir: str | Path
         if ckpt is not None:
             loop.restore(ckpt)
         store.set_meta(unused_keys=json.dumps(list(plan.unused)))
-        return _run(task, hp, epochs, run_dir, seed, dev, loop, store, writer, observers, stop or Stop())
+        return _run(task, hp, epochs, run_dir, seed, dev, loop, store, writer, observers, stop if stop is not None else Stop())
     finally:
         writer.close()
         store.close()

@@ -99,16 +99,18 @@ def search(task: Any, space: Mapping[str, Any], *, stages: Sequence[Stage], stud
     fixed: hyperparameters that are not searched. Hopeless trials (NaN/inf, loss > 3x chance, not
     off chance after epoch 1) are stopped and told to the samplers as bad results.
     """
-    from .trial import hopeless_rule, keep_best_checkpoints, train_objective
+    from .trial import check_keys, hopeless_rule, keep_best_checkpoints, registry_limits, train_objective
 
-    space = _auto_ranges(task, dict(space), dict(fixed or {}), device)
-    obj = train_objective(task, device=device)
-    extra = {"task": task.describe(), "keep_checkpoints": int(keep_checkpoints)}
+    space = registry_limits(check_space(_auto_ranges(task, dict(space), dict(fixed or {}), device), fixed))
+    check_keys(task, space, dict(fixed or {}), Path(study_dir))
     keep = max([int(keep_checkpoints)] + [s.continue_top for s in check_stages(stages)])
-    return run_study(obj, space, stages=stages, study_dir=study_dir, fixed=fixed, workers=workers, sampler=sampler,
-                     seed=seed, resume=resume, storage=storage, stale_after=stale_after, max_attempts=max_attempts,
-                     hopeless=hopeless_rule(task), extra=extra,
-                     after_trial=lambda store: keep_best_checkpoints(store, keep))
+    mode = task.metric.mode
+    return run_study(train_objective(task, device=device), space, stages=stages, study_dir=study_dir, fixed=fixed,
+                     workers=workers, sampler=sampler, seed=seed, resume=resume, storage=storage,
+                     stale_after=stale_after, max_attempts=max_attempts, hopeless=hopeless_rule(task),
+                     extra={"task": task.describe(), "keep_checkpoints": int(keep_checkpoints),
+                            "metric": task.metric.name},
+                     after_trial=lambda store: keep_best_checkpoints(store, keep, mode))
 
 
 def _auto_ranges(task: Any, space: dict[str, Any], fixed: dict[str, Any], device: str) -> dict[str, Any]:

@@ -96,7 +96,7 @@ def lr_find(task: Any, hp: Mapping[str, Any] | None = None, *, steps: int = 300,
         raise ConfigError(f"steps={steps!r}: must be an integer >= 20 (a few hundred is usual)")
     if not 0 < lr_min < lr_max:
         raise ConfigError(f"lr_min={lr_min!r}, lr_max={lr_max!r}: need 0 < lr_min < lr_max")
-    hp = resolve_hp({**dict(hp or {}), "lr": lr_min})
+    hp = resolve_hp(task, {**dict(hp or {}), "lr": lr_min})
     dev = pick_device(device)
     torch.manual_seed(seed)
     model = task.build_model(hp).to(dev)
@@ -122,7 +122,9 @@ def lr_find(task: Any, hp: Mapping[str, Any] | None = None, *, steps: int = 300,
             du, wn = float((after - before).norm()), float(before.norm()) or 1.0
         avg = beta * avg + (1 - beta) * loss
         smooth = avg / (1 - beta ** (i + 1))
-        lrs.append(lr), losses.append(smooth), ratios.append(du / wn)
+        lrs.append(lr)
+        losses.append(smooth)
+        ratios.append(du / wn)
         best = min(best, smooth)
         if smooth > 4 * best and i > 10:
             break

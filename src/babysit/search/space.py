@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 from ..errors import ConfigError
 
 __all__ = ["Param", "loguniform", "uniform", "intuniform", "choice", "parse_space", "check_space", "active",
-           "from_unit", "space_to_dict", "KINDS"]
+           "from_unit", "space_to_dict", "with_limits", "KINDS"]
 
 KINDS = ("loguniform", "uniform", "intuniform", "choice")
 
@@ -71,6 +71,11 @@ class Param:
         if self.limits != (None, None):
             d["limits"] = [x for x in self.limits]
         return d
+
+
+def with_limits(p: Param, lo: float | None, hi: float | None) -> Param:
+    """Returns p with hard bounds for border extensions, unless it has its own."""
+    return p if p.limits != (None, None) else replace(p, limits=(lo, hi))
 
 
 def _when(when: Mapping[str, Sequence[Any]] | None) -> tuple[tuple[str, tuple[Any, ...]], ...]:
