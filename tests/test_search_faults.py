@@ -22,6 +22,8 @@ import babysit as bs
 from babysit.search import Hopeless, run_study
 from babysit.search.api import _open
 from babysit.search.launchers import MasterLock
+from babysit.search.samplers import propose
+from babysit.search.space import check_space
 from babysit.search.storage import StudyStore, TrialState
 from babysit.search.worker import _ask, ensure_stage, work
 
@@ -285,3 +287,24 @@ def test_hopeless_rule_verdicts():
     assert "not off chance" in h.verdict(1, math.log(10), 0.11, True)
     assert h.verdict(1, math.log(10), 0.11, False) is None             # only judged after the first epoch
     assert h.verdict(1, 0.5 * math.log(10), 0.6, True) is None
+
+
+def test_a_stage_half_created_by_a_dead_process_is_completed_on_resume(tmp_path, storage):
+    d = tmp_path / "s"
+    stages = [bs.Stage(6, 1)]
+    run_study(_epochs, SPACE, stages=stages, study_dir=d, storage=storage, workers=0)   # the reference
+    ref = {t.id: t.params for t in bs.load_study(d, storage=storage).trials}
+    d2 = tmp_path / "s2"
+    d2.mkdir()
+    plan = {"space": {"lr": {"loguniform": [1e-4, 1.0]}}, "stages": [s.to_dict() for s in stages],
+            "sampler": "qmc", "seed": 0, "fixed": {}, "study_dir": str(d2.resolve()), "worst": 0.0, "version": 1}
+    store = _open(storage or str(d2.resolve()), "babysit", plan, resume=False)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    store.claim_stage(0)                       # a creator that died after queuing 2 of the 6 trials
+    store.set_stage_attr(0, "claimed", {"host": os.uname().nodename, "pid": dead.pid})
+    for i in range(2):
+        store.enqueue(0, propose("qmc", 0, 0, i, check_space(SPACE), 6),
+                      {"stage": 0, "index": i, "id": i, "attempt": 0, "run_dir": str(d2 / "trials" / f"{i:05d}")})
+    study = run_study(_epochs, SPACE, stages=stages, study_dir=d2, storage=storage, workers=0, resume=True)
+    assert {t.id: t.params for t in study.trials} == ref and study.done

@@ -18,7 +18,7 @@ from .space import Param, check_space, space_to_dict
 from .stages import Stage, check_stages
 from .storage import StudyStore
 from .study import Study
-from .worker import Hopeless, Objective, ensure_stage, work
+from .worker import Hopeless, Objective, ensure_stage, repair_stages, work
 
 __all__ = ["search", "run_study"]
 
@@ -50,6 +50,7 @@ def _open(spec: str, name: str, plan: dict[str, Any], resume: bool) -> StudyStor
 
 
 def _reap_all(store: StudyStore, stages: int, **kw: Any) -> None:
+    repair_stages(store, stages)
     for s in range(stages):
         if store.stage_id(s) is not None:
             store.reap(s, dead_pids=True, **kw)

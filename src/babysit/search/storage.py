@@ -216,6 +216,7 @@ class StudyStore:
 
 
 def _alive(pid: Any) -> bool:
+    """Returns True when a process with this pid exists on this host."""
     if not isinstance(pid, int):
         return False
     try:

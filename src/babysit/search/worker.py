@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +19,7 @@ from typing import Any, Callable, Mapping
 from .samplers import is_adaptive, optuna_sampler, propose
 from .space import Param, active, check_space, parse_space, space_to_dict
 from .stages import Stage, refit
-from .storage import StudyStore, TrialState, final_trials
+from .storage import StudyStore, TrialState, _alive, final_trials
 
 __all__ = ["TrialContext", "Outcome", "Hopeless", "work", "ensure_stage", "stage_results", "Objective"]
 
@@ -126,6 +128,12 @@ def ensure_stage(store: StudyStore, s: int) -> None:
     """Creates stage s when this process wins the election (a no-op otherwise): its space and queued trials."""
     if store.stage_id(s) is not None or store.claim_stage(s) is None:
         return
+    store.set_stage_attr(s, "claimed", {"host": socket.gethostname(), "pid": os.getpid()})
+    _fill_stage(store, s)
+
+
+def _fill_stage(store: StudyStore, s: int) -> None:
+    """Writes stage s's space and queues each of its trials not queued yet; then marks it ready."""
     plan, stages, space = _plan(store)
     st, study_dir = stages[s], Path(plan["study_dir"])
     new_space, findings = _stage_space(store, plan, stages, space, s)
@@ -135,9 +143,12 @@ def ensure_stage(store: StudyStore, s: int) -> None:
     cont = []
     if st.continue_top:
         best = sorted(stage_results(store, s - 1), key=lambda r: -r[1])[: st.continue_top]
-        cont = [(r[0], r[2].user_attrs["run_dir"], r[2].user_attrs["id"], r[2].user_attrs.get("origin", r[2].user_attrs["id"]))
-                for r in best]
+        cont = [(r[0], r[2].user_attrs["run_dir"], r[2].user_attrs["id"],
+                 r[2].user_attrs.get("origin", r[2].user_attrs["id"])) for r in best]
+    queued = {int(t.user_attrs["index"]) for t in store.trials(s) if "index" in t.user_attrs}
     for i in range(st.trials):
+        if i in queued:
+            continue
         attrs: dict[str, Any] = {"stage": s, "index": i, "id": offset + i, "attempt": 0,
                                  "run_dir": str(study_dir / "trials" / f"{offset + i:05d}")}
         params: dict[str, Any] = {}
@@ -147,6 +158,24 @@ def ensure_stage(store: StudyStore, s: int) -> None:
             params = propose(plan["sampler"], plan["seed"], s, i, new_space, st.trials, plan["fixed"])
         store.enqueue(s, params, attrs)
     store.set_stage_attr(s, "ready", True)
+
+
+def repair_stages(store: StudyStore, stages: int) -> int:
+    """Finishes creating the stages whose creator died half-way (its pid gone on this host); returns how many.
+
+    The master calls it on start (resume) and when a worker dies: the stage's plan is a pure function
+    of the store, so what the creator would have queued is known.
+    """
+    n = 0
+    for s in range(stages):
+        attrs = store.stage_attrs(s)
+        claimed = attrs.get("claimed") or {}
+        if store.stage_id(s) is None or attrs.get("ready") or claimed.get("host") != socket.gethostname():
+            continue
+        if not _alive(claimed.get("pid")):
+            _fill_stage(store, s)
+            n += 1
+    return n
 
 
 def stage_done(store: StudyStore, s: int, trials: int) -> bool:
