@@ -87,7 +87,7 @@ def test_stale_heartbeat_is_reaped_by_another_worker(tmp_path, storage):
     store = _open(storage or str(d), "babysit", plan, resume=False)
     ensure_stage(store, 0)
     lost, attrs = _ask(store, 0, plan, None)  # a worker on another machine took it, then went silent
-    store.set_attr(lost._trial_id, "host", "elsewhere")
+    store.set_attr(lost._trial_id, "worker", {"host": "elsewhere", "pid": 1})
     store.set_attr(lost._trial_id, "heartbeat", time.time() - 60)
     ran = work(storage or str(d), "babysit", _epochs, stale_after=5.0)
     assert ran == 4
@@ -121,7 +121,7 @@ def test_eight_workers_started_at_the_same_instant(tmp_path, storage):
     ids = [t.id for t in study.trials]
     assert sorted(ids) == list(range(56)) and all(t.status == "completed" for t in study.trials)
     attempts = _all_attempts(d, storage, 0) + _all_attempts(d, storage, 1)
-    assert len(attempts) == 56 and len({t.user_attrs["pid"] for t in attempts}) > 1
+    assert len(attempts) == 56 and len({t.user_attrs["worker"]["pid"] for t in attempts}) > 1
 
 
 @pytest.mark.parametrize("sampler", ["random", "qmc", "grid"])

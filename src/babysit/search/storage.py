@@ -20,7 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ..errors import StoreError
 
-__all__ = ["StudyStore", "open_storage", "JOURNAL", "TrialState"]
+__all__ = ["StudyStore", "open_storage", "JOURNAL", "TrialState", "final_trials", "params_of"]
 
 JOURNAL = "study.journal"
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -150,16 +150,16 @@ class StudyStore:
         return self.set_attr(trial_id, "heartbeat", time.time())
 
     def mark_running(self, trial_id: int) -> None:
-        """Records who runs the trial (host, pid) and a first heartbeat."""
-        self.set_attr(trial_id, "host", socket.gethostname())
-        self.set_attr(trial_id, "pid", os.getpid())
-        self.heartbeat(trial_id)
+        """Records who runs the trial (host, pid); its start time is the first heartbeat."""
+        self.set_attr(trial_id, "worker", {"host": socket.gethostname(), "pid": os.getpid()})
 
-    def finish(self, trial_id: int, value: float | None, attrs: Mapping[str, Any]) -> bool:
-        """Records a finished trial (COMPLETE with its value, or FAIL when value is None); False if taken away."""
-        for k, v in attrs.items():
-            if not self.set_attr(trial_id, k, v):
-                return False
+    def finish(self, trial_id: int, value: float | None, result: Mapping[str, Any]) -> bool:
+        """Records a finished trial (COMPLETE with its value, or FAIL when value is None); False if taken away.
+
+        result: babysit's record of it (status, metric, epochs, reason or error), one attribute.
+        """
+        if not self.set_attr(trial_id, "result", dict(result)):
+            return False
         try:
             if value is None:
                 self.storage.set_trial_state_values(trial_id, TrialState.FAIL)
@@ -193,6 +193,8 @@ class StudyStore:
         if not final:
             keep = ("stage", "index", "id", "run_dir", "continue_from", "continues", "origin", "params")
             attrs = {k: t.user_attrs[k] for k in keep if k in t.user_attrs}
+            if params_of(t):  # the copy runs the same hyperparameters, whatever sampled them
+                attrs["params"] = params_of(t)
             fixed = t.system_attrs.get("fixed_params", {})
             self.enqueue(int(t.user_attrs["stage"]), fixed, {**attrs, "attempt": attempt + 1})
         return True
@@ -207,8 +209,8 @@ class StudyStore:
         for t in self.trials(stage, (TrialState.RUNNING,)):
             start = t.datetime_start.timestamp() if t.datetime_start else now
             beat = float(t.user_attrs.get("heartbeat", start))
-            pid = t.user_attrs.get("pid")  # None: popped a moment ago, not yet marked running
-            dead = dead_pids and pid is not None and t.user_attrs.get("host") == host and not _alive(pid)
+            who = t.user_attrs.get("worker") or {}  # {}: popped a moment ago, not yet marked running
+            dead = dead_pids and bool(who) and who.get("host") == host and not _alive(who.get("pid"))
             if now - beat > stale_after or dead:
                 why = "its worker is gone" if dead else f"no heartbeat for {now - beat:.1f} s"
                 n += self.requeue(t, why, max_attempts)
@@ -228,8 +230,15 @@ def _alive(pid: Any) -> bool:
     return True
 
 
+def params_of(t: FrozenTrial) -> dict[str, Any]:
+    """Returns a trial's hyperparameters: those it was given (continued, re-queued) or those it suggested."""
+    return dict(t.user_attrs["params"]) if "params" in t.user_attrs else dict(t.params)
+
+
 def final_trials(trials: list[FrozenTrial]) -> Iterator[FrozenTrial]:
     """Yields the trials that count: COMPLETE ones, and FAIL ones that were not re-queued."""
     for t in trials:
+        if "index" not in t.user_attrs:  # not one of babysit's trials
+            continue
         if t.state == TrialState.COMPLETE or (t.state == TrialState.FAIL and not t.user_attrs.get("requeued")):
             yield t

@@ -12,7 +12,7 @@ from typing import Any, Mapping
 from ..errors import StoreError
 from .space import check_space, parse_space
 from .stages import Stage, border_findings
-from .storage import JOURNAL, StudyStore, TrialState, final_trials
+from .storage import JOURNAL, StudyStore, TrialState, final_trials, params_of
 
 __all__ = ["Trial", "Study", "load_study"]
 
@@ -43,7 +43,7 @@ class Trial:
 
 
 def _record(t: Any) -> Trial:
-    a = t.user_attrs
+    a = {**t.user_attrs, **t.user_attrs.get("result", {})}
     if t.state == TrialState.FAIL:
         status = "failed"
     elif t.state == TrialState.COMPLETE:
@@ -51,7 +51,7 @@ def _record(t: Any) -> Trial:
     else:
         status = "running" if t.state == TrialState.RUNNING else "queued"
     reason = a.get("error") or a.get("reaped") or a.get("reason")
-    return Trial(id=int(a["id"]), stage=int(a["stage"]), params=dict(a.get("params", {})), status=status,
+    return Trial(id=int(a["id"]), stage=int(a["stage"]), params=params_of(t), status=status,
                  metric=a.get("metric"), run_dir=Path(a["run_dir"]), epochs=a.get("epochs"),
                  attempt=int(a.get("attempt", 0)), reason=reason, continues=a.get("continues"))
 

@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping
 from .samplers import is_adaptive, optuna_sampler, propose
 from .space import Param, active, check_space, parse_space, space_to_dict
 from .stages import Stage, refit
-from .storage import StudyStore, TrialState, _alive, final_trials
+from .storage import StudyStore, TrialState, _alive, final_trials, params_of
 
 __all__ = ["TrialContext", "Outcome", "Hopeless", "work", "ensure_stage", "stage_results", "Objective"]
 
@@ -107,7 +107,7 @@ def stage_results(store: StudyStore, stage: int) -> list[tuple[dict[str, Any], f
     """Returns (params, value, trial) of the stage's finished trials that have a value, in index order."""
     done = [t for t in final_trials(store.trials(stage)) if t.state == TrialState.COMPLETE and t.value is not None]
     done.sort(key=lambda t: (t.user_attrs["index"], t.number))
-    return [(dict(t.user_attrs.get("params", {})), float(t.value), t) for t in done]  # type: ignore[arg-type]
+    return [(params_of(t), float(t.value), t) for t in done]  # type: ignore[arg-type]
 
 
 FrozenTrialT = Any
@@ -219,7 +219,6 @@ def _ask(store: StudyStore, s: int, plan: dict[str, Any], sampler: Any) -> tuple
         else:
             v = trial.suggest_float(key, float(p.lo or 0), float(p.hi or 0), log=p.log)
         params[key] = chosen[key] = v
-    store.set_attr(trial._trial_id, "params", params)
     return trial, {**attrs, "params": params}
 
 
