@@ -14,7 +14,7 @@ from typing import Any, Sequence
 from rich.console import Console
 from rich.table import Table
 
-from . import __version__
+from . import __version__, cli_search
 from .config import RunConfig, from_dict, load_config, parse_value, with_overrides
 from .errors import BabysitError
 from .preflight import check_task
@@ -71,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="run only these sanity checks (repeatable): chance_loss, reg_raises_loss, overfit_tiny, "
                         "learnable_signal, batch_independence, params_get_gradient")
     c.add_argument("--json", action="store_true", help="print the report as JSON")
+    cli_search.add_parsers(sub)
     return p
 
 
@@ -186,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     console = Console()
     try:
-        return {"train": cmd_train, "check": cmd_check}[args.command](args, console)
+        return {"train": cmd_train, "check": cmd_check, **cli_search.COMMANDS}[args.command](args, console)
     except BabysitError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -20,10 +20,28 @@ from .storage import StudyStore
 from .study import Study
 from .worker import Hopeless, Objective, ensure_stage, repair_stages, work
 
-__all__ = ["search", "run_study"]
+__all__ = ["search", "run_study", "settings_from_table"]
 
 log = logging.getLogger(__name__)
 PLAN_KEYS = ("space", "stages", "sampler", "seed", "fixed")
+SETTINGS = ("stages", "sampler", "seed", "workers", "study_dir", "keep_checkpoints", "stale_after", "max_attempts")
+
+
+def settings_from_table(table: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Returns (space, settings) of a `[search]` TOML table: parameter entries, and the reserved settings
+    stages = [{trials = 40, epochs = 1}, ...], sampler, seed, workers, study_dir, keep_checkpoints (data only)."""
+    from .space import parse_space
+
+    settings = {k: table[k] for k in SETTINGS if k in table}
+    if "stages" in settings:
+        raw = settings["stages"]
+        if not isinstance(raw, list) or not all(isinstance(x, Mapping) for x in raw):
+            raise ConfigError(f"[search] stages = {raw!r}: write stages = [{{trials = 40, epochs = 1}}, ...]")
+        try:
+            settings["stages"] = [Stage(**dict(x)) for x in raw]
+        except TypeError as exc:
+            raise ConfigError(f"[search] stages: {exc}; each stage takes trials, epochs, keep, continue_top") from exc
+    return parse_space({k: v for k, v in table.items() if k not in SETTINGS}), settings
 
 
 def _jsonable(fixed: Mapping[str, Any]) -> dict[str, Any]:
@@ -60,7 +78,8 @@ def run_study(objective: Objective, space: Mapping[str, Param], *, stages: Seque
               fixed: Mapping[str, Any] | None = None, workers: int = 2, sampler: str = DEFAULT_SAMPLER, seed: int = 0,
               resume: bool = False, storage: str | None = None, name: str = "babysit", stale_after: float = 300.0,
               max_attempts: int = 3, hopeless: Hopeless | None = None, extra: Mapping[str, Any] | None = None,
-              after_trial: Callable[[StudyStore], None] | None = None, poll: float = 0.1) -> Study:
+              after_trial: Callable[[StudyStore], None] | None = None, poll: float = 0.1,
+              progress: Callable[[], None] | None = None) -> Study:
     """Returns the Study after running a generic trial objective(ctx) -> Outcome | float over the stages.
 
     workers=0 runs the trials in this process (no fork); the store is created before any worker starts.
@@ -86,14 +105,15 @@ def run_study(objective: Objective, space: Mapping[str, Param], *, stages: Seque
         if workers == 0:
             target(0)
         else:
-            run_local(target, workers, lock=lock, on_death=lambda pid: _reap_all(store, len(st), **kw))
+            run_local(target, workers, lock=lock, on_death=lambda pid: _reap_all(store, len(st), **kw),
+                      on_poll=progress)
     return Study(spec, name)
 
 
 def search(task: Any, space: Mapping[str, Any], *, stages: Sequence[Stage], study_dir: str | Path,
            fixed: Mapping[str, Any] | None = None, workers: int = 2, sampler: str = DEFAULT_SAMPLER, seed: int = 0,
            resume: bool = False, storage: str | None = None, keep_checkpoints: int = 10, device: str = "auto",
-           stale_after: float = 300.0, max_attempts: int = 3) -> Study:
+           stale_after: float = 300.0, max_attempts: int = 3, progress: Callable[[], None] | None = None) -> Study:
     """Returns the Study of a hyperparameter search: each trial a `train` call on its own run directory.
 
     space: key -> bs.loguniform/uniform/intuniform/choice, or "auto" for lr (from bs.lr_find);
@@ -111,7 +131,7 @@ def search(task: Any, space: Mapping[str, Any], *, stages: Sequence[Stage], stud
                      stale_after=stale_after, max_attempts=max_attempts, hopeless=hopeless_rule(task),
                      extra={"task": task.describe(), "keep_checkpoints": int(keep_checkpoints),
                             "metric": task.metric.name},
-                     after_trial=lambda store: keep_best_checkpoints(store, keep, mode))
+                     after_trial=lambda store: keep_best_checkpoints(store, keep, mode), progress=progress)
 
 
 def _auto_ranges(task: Any, space: dict[str, Any], fixed: dict[str, Any], device: str) -> dict[str, Any]:

@@ -83,11 +83,12 @@ def _child(target: Callable[..., Any], parent: int, threads: int, lock_fd: int |
 
 
 def run_local(target: Callable[[int], Any], workers: int, *, lock: MasterLock | None = None,
-              on_death: Callable[[int], None] | None = None, respawns: int = 3, poll: float = 0.1) -> int:
+              on_death: Callable[[int], None] | None = None, respawns: int = 3, poll: float = 0.1,
+              on_poll: Callable[[], None] | None = None) -> int:
     """Forks `workers` processes running target(worker_index), waits for them; returns how many were respawned.
 
     A worker that dies abnormally is reported to on_death(pid) (which re-queues its trial) and replaced,
-    at most `respawns` times.
+    at most `respawns` times. on_poll() is called while waiting (a live display).
     """
     ctx = multiprocessing.get_context("fork")
     threads, parent = threads_per_worker(workers), os.getpid()
@@ -114,6 +115,8 @@ def run_local(target: Callable[[int], Any], workers: int, *, lock: MasterLock | 
                     if respawned < respawns:
                         respawned += 1
                         procs[w] = start(w)
+            if on_poll is not None:
+                on_poll()
             time.sleep(poll)
     finally:
         for p in procs.values():
