@@ -6,10 +6,11 @@ import babysit as bs
 
 PUBLIC = [
     "BabysitError", "CheckFailed", "ConfigError", "DataError", "EpochRecord", "Evaluation", "GradientReport",
-    "MissingExtra", "PreflightReport", "Run", "SanityReport", "Splits", "Stage", "StepRecord", "StoreError", "Study",
-    "Task", "Trial", "__version__", "assert_gradients", "check_function", "check_gradients", "check_task", "choice",
-    "config", "data", "errors", "evaluate", "gradcheck", "intuniform", "load", "load_study", "loguniform", "losses",
-    "lr_find", "models", "optim", "sanity", "sanity_checks", "search", "step", "store", "train", "uniform",
+    "MissingExtra", "PreflightReport", "Run", "SanityReport", "Splits", "Stage", "StepRecord", "Stop", "StoreError",
+    "Study", "Task", "Trial", "UserCodeError", "__version__", "assert_gradients", "check_function", "check_gradients",
+    "check_task", "choice", "config", "data", "errors", "evaluate", "gradcheck", "hparams", "intuniform", "load",
+    "load_study", "loguniform", "losses", "lr_find", "models", "optim", "sanity", "sanity_checks", "search", "status",
+    "step", "store", "train", "uniform",
 ]
 
 
@@ -34,3 +35,12 @@ def test_error_tree():
 
     with pytest.raises(bs.MissingExtra, match=r"pip install 'babysit\[ray\]'"):
         bs._optional.require("surely_not_installed_pkg", extra="ray")
+
+
+def test_import_babysit_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, babysit, babysit.cli; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

@@ -2,28 +2,62 @@
 
 Check the gradients, run the sanity checks, train while watching the right numbers, and keep
 every run in a run directory (the practices of the notes "Learning and Evaluation").
+
+Names are imported on first use (PEP 562), so ``import babysit`` and the ``babysit`` command start
+without importing torch until they need it (Ctrl-C during start-up is then a clean exit).
 """
 
 from __future__ import annotations
 
-from ._version import __version__
-from . import config, data, errors, gradcheck, losses, models, optim, sanity, step, store
-from .data import Splits
-from .gradcheck import GradientReport, assert_gradients, check_function, check_gradients
-from .preflight import PreflightReport, check_task
-from .sanity import SanityReport, sanity_checks
-from .errors import BabysitError, CheckFailed, ConfigError, DataError, MissingExtra, StoreError, UserCodeError
-from .runs import evaluate, load
-from .search import Stage, Study, Trial, choice, intuniform, load_study, loguniform, lr_find, search, uniform
-from .step import Evaluation, StepRecord
-from .store import EpochRecord, Run
-from .task import Task
-from .train import train
+import importlib
+from typing import TYPE_CHECKING, Any
 
-__all__ = sorted([
-    "BabysitError", "CheckFailed", "ConfigError", "DataError", "EpochRecord", "Evaluation", "GradientReport",
-    "MissingExtra", "PreflightReport", "Run", "SanityReport", "Splits", "StepRecord", "StoreError", "Task",
-    "__version__", "assert_gradients", "check_function", "check_gradients", "check_task", "config", "data", "errors",
-    "evaluate", "gradcheck", "load", "losses", "models", "optim", "sanity", "sanity_checks", "step", "store", "train",
-    "Stage", "Study", "Trial", "choice", "intuniform", "load_study", "loguniform", "lr_find", "search", "uniform",
-])
+from ._version import __version__
+
+# public name -> the module that defines it
+_EXPORTS: dict[str, str] = {
+    "BabysitError": "errors", "CheckFailed": "errors", "ConfigError": "errors", "DataError": "errors",
+    "MissingExtra": "errors", "StoreError": "errors", "UserCodeError": "errors",
+    "EpochRecord": "store", "Run": "store", "Evaluation": "step", "StepRecord": "step",
+    "GradientReport": "gradcheck", "assert_gradients": "gradcheck", "check_function": "gradcheck",
+    "check_gradients": "gradcheck", "PreflightReport": "preflight", "check_task": "preflight",
+    "SanityReport": "sanity", "sanity_checks": "sanity", "Splits": "data", "Stop": "status", "Task": "task",
+    "evaluate": "runs", "load": "runs", "train": "train",
+    "Stage": "search", "Study": "search", "Trial": "search", "choice": "search", "intuniform": "search",
+    "load_study": "search", "loguniform": "search", "lr_find": "search", "search": "search", "uniform": "search",
+}
+_SUBMODULES = ("config", "data", "errors", "gradcheck", "hparams", "losses", "models", "optim", "sanity", "status",
+               "step", "store")
+
+__all__ = sorted([*_EXPORTS, *_SUBMODULES, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'babysit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return list(__all__)
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
+    from . import config, data, errors, gradcheck, hparams, losses, models, optim, sanity, status, step, store
+    from .data import Splits
+    from .errors import BabysitError, CheckFailed, ConfigError, DataError, MissingExtra, StoreError, UserCodeError
+    from .gradcheck import GradientReport, assert_gradients, check_function, check_gradients
+    from .preflight import PreflightReport, check_task
+    from .runs import evaluate, load
+    from .sanity import SanityReport, sanity_checks
+    from .status import Stop
+    from .step import Evaluation, StepRecord
+    from .store import EpochRecord, Run
+    from .task import Task
+    from .train import train
+    from .search import Stage, Study, Trial, choice, intuniform, load_study, loguniform, lr_find, search, uniform

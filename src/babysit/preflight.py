@@ -16,7 +16,7 @@ from .data import tensors
 from .gradcheck import GradientReport, check_gradients
 from .losses import l2_term, reg_params
 from .sanity import SanityReport, sanity_checks
-from .task import Task, validate_hp
+from .task import Task
 
 __all__ = ["PreflightReport", "check_task"]
 
@@ -61,18 +61,20 @@ def _no_data_loss(scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def check_task(task: Task, hp: Mapping[str, Any], *, seed: int = 0, per_tensor: int = 10, burn_in: int = 10,
-               sanity: bool = True, checks: Iterable[str] | None = None) -> PreflightReport:
+               sanity: bool = True, checks: Iterable[str] | None = None, allow_unknown: bool = False) -> PreflightReport:
     """Returns the PreflightReport of a task with hp: gradient checks (data loss, L2 alone) and sanity checks.
 
     burn_in: SGD steps on the check's batch first, so the check runs in a characteristic mode of
     operation (the notes: a tiny-weight init can hide a wrong gradient).
     """
     start = time.perf_counter()
-    hp = validate_hp(hp)
+    given, hp = dict(hp), task.resolve_hp(hp)
     batch = _batch(task, seed)
+    read: set[str] = set()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = task.build_model({**hp, "reg": 0.0})
+        model = task.build_model({**hp, "reg": 0.0}, record=read)
+    task.unused_keys(given, hp, read, allow_unknown=allow_unknown)
     grads = check_gradients(model, task.loss_fn, batch, per_tensor=per_tensor, seed=seed, burn_in=burn_in)
     reg = check_gradients(model, _no_data_loss, batch, per_tensor=per_tensor, seed=seed,
                           penalty=lambda m: l2_term(reg_params(m), REG_ALONE))

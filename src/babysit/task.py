@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -18,6 +19,8 @@ from .errors import ConfigError, UserCodeError, describe_user_error
 from .metrics import Metric, resolve_metric
 
 __all__ = ["Task", "validate_hp"]
+
+log = logging.getLogger(__name__)
 
 
 def validate_hp(hp: Mapping[str, Any], model: str | None = None) -> dict[str, Any]:
@@ -109,6 +112,19 @@ class Task:
     def used_keys(self, hp: Mapping[str, Any], read: Iterable[str] = ()) -> set[str]:
         """Returns the keys something uses: the registry's for this rule/schedule/model, hp_keys, and `read`."""
         return hparams.applied(hp, self.builtin_model) | set(self.hp_keys) | set(read)
+
+    def unused_keys(self, given: Mapping[str, Any], hp: Mapping[str, Any], read: Iterable[str] = (), *,
+                    allow_unknown: bool = False) -> tuple[str, ...]:
+        """Returns the given keys nothing uses, each logged once; a likely typo raises ConfigError ("did you mean").
+
+        Used: the keys the registry applies to this rule/schedule/model, hp_keys, and those build read.
+        """
+        unused = hparams.unused_keys([k for k, v in given.items() if v is not None], self.used_keys(hp, read),
+                                     allow_unknown=allow_unknown)
+        for key in unused:
+            log.warning("hp[%r]=%r has no effect: %s", key, given[key],
+                        hparams.why_unused(key, hp, self.builtin_model))
+        return tuple(unused)
 
     def build_model(self, hp: Mapping[str, Any], *, record: set[str] | None = None) -> nn.Module:
         """Returns a fresh model for hp, after checking it accepts one batch and has num_classes outputs.

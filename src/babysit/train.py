@@ -207,16 +207,6 @@ def _check_args(epochs: Any, checkpoint_interval: Any, resume: bool, force: bool
                           "choose one (--resume or --force)")
 
 
-def _unused(task: Task, given: Mapping[str, Any], hp: Mapping[str, Any], read: set[str],
-            allow_unknown: bool) -> tuple[str, ...]:
-    """Returns the given keys nothing uses (each logged once); a likely typo raises ConfigError."""
-    unused = hparams.unused_keys([k for k, v in given.items() if v is not None], task.used_keys(hp, read),
-                                 allow_unknown=allow_unknown)
-    for key in unused:
-        log.warning("hp[%r]=%r has no effect: %s", key, given[key], hparams.why_unused(key, hp, task.builtin_model))
-    return tuple(unused)
-
-
 def prepare(task: Task, hp: Mapping[str, Any], *, epochs: int, run_dir: str | Path, seed: int = 0,
             batch_size: int | None = None, resume: bool = False, force: bool = False,
             device: str | torch.device = "auto", checkpoint_interval: float = 5.0,
@@ -242,7 +232,8 @@ def _plan(task: Task, hp: Mapping[str, Any], epochs: int, run_dir: str | Path, s
     read: set[str] = set()
     torch.manual_seed(seed)
     model = task.build_model(hp, record=read)
-    unused = _unused(task, {**given, **({"batch_size": batch_size} if batch_size else {})}, hp, read, allow_unknown)
+    unused = task.unused_keys({**given, **({"batch_size": batch_size} if batch_size else {})}, hp, read,
+                              allow_unknown=allow_unknown)
     build_optimizer(model.parameters(), hp)
     build_schedule(hp)
     config = {"babysit": {"version": __version__, "torch": torch.__version__}, "task": task.describe(),
@@ -282,7 +273,8 @@ def train(task: Task, hp: Mapping[str, Any], *, epochs: int, run_dir: str | Path
         if ckpt is not None:
             loop.restore(ckpt)
         store.set_meta(unused_keys=json.dumps(list(plan.unused)))
-        return _run(task, hp, epochs, run_dir, seed, dev, loop, store, writer, observers, stop if stop is not None else Stop())
+        stop = stop if stop is not None else Stop()
+        return _run(task, hp, epochs, run_dir, seed, dev, loop, store, writer, observers, stop)
     finally:
         writer.close()
         store.close()

@@ -19,7 +19,7 @@ def babysit(*args, cwd=None):
 
 def test_train_from_flags_prints_a_summary(tmp_path):
     r = babysit("train", "--data", "spiral", "--model", "mlp", "--optimizer", "nesterov", "--lr", "0.05",
-                "--width", "32", "--epochs", "3", "--run-dir", tmp_path / "r", "--threads", "1")
+                "--width", "32", "--epochs", "3", "--run-dir", tmp_path / "r", "--threads", "1", "--test")
     assert r.returncode == 0, r.stderr
     assert "completed" in r.stdout and "test accuracy" in r.stdout
     assert (tmp_path / "r" / "config.toml").is_file()
@@ -28,7 +28,7 @@ def test_train_from_flags_prints_a_summary(tmp_path):
 
 def test_train_from_config_with_overrides_and_json(tmp_path):
     r = babysit("train", ROOT / "examples" / "spiral.toml", "--epochs", "2", "--set", "width=16",
-                "--run-dir", tmp_path / "r", "--json")
+                "--run-dir", tmp_path / "r", "--json", "--test")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["status"] == "completed" and len(out["history"]) == 2 and 0 <= out["test_acc"] <= 1

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from ..errors import BabysitError, CheckFailed, ConfigError
+from ..errors import BabysitError, CheckFailed, ConfigError, describe_user_error
 from ..task import Task
 from .context import Context, make_context
 from .graph_checks import batch_independence, params_get_gradient
@@ -56,11 +56,12 @@ def _rng_devices() -> list[int]:
 
 
 def _crashed(name: str, exc: Exception) -> Check:
-    """Returns a failed Check for a check that raised: the set-up could not even run it."""
+    """Returns a failed Check for a check that raised in the user's code: the set-up could not even run it."""
     text = f"{type(exc).__name__}: {exc}"
     text = text if len(text) <= 200 else text[:197] + "..."
-    return failed(name, f"raised {text}", "runs without an error",
-                  "the set-up fails while this check runs it (model, loss or data); fix the error above first")
+    check = failed(name, f"raised {text}", "runs without an error",
+                   "the set-up fails while this check runs it (model, loss or data); fix the error above first")
+    return replace(check, error=describe_user_error(exc, f"your code, during the sanity check {name},"))
 
 
 def _timed(name: str, ctx: Context) -> Check:
@@ -74,8 +75,8 @@ def _timed(name: str, ctx: Context) -> Check:
     except BabysitError:
         raise
     except Exception as exc:  # the user's model, loss or data raised: report it, run the other checks
-        log.exception("sanity check %s raised", name)
         check = _crashed(name, exc)
+        log.warning("sanity check %s: %s", name, check.error)
     check = replace(check, seconds=time.perf_counter() - start)
     log.info("sanity check %s %s in %.3f s: %s", name, check.status, check.seconds, check.measured or check.reason)
     return check

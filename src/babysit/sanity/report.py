@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import shutil
+import textwrap
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +36,7 @@ class Check:
     reason: str | None = None
     seconds: float = field(default=0.0, compare=False)
     values: Mapping[str, float] = field(default_factory=dict, hash=False)
+    error: str | None = None  # the user's code raised while the check ran: its one-line cause
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -46,7 +49,7 @@ class Check:
         return {
             "name": self.name, "status": self.status, "passed": self.passed,
             "measured": _plain(self.measured), "expected": _plain(self.expected), "advice": self.advice,
-            "reason": self.reason, "seconds": self.seconds,
+            "reason": self.reason, "seconds": self.seconds, "error": self.error,
             "values": {k: _plain(v) for k, v in self.values.items()},
         }
 
@@ -106,15 +109,23 @@ def _headline(r: SanityReport) -> str:
     return f"sanity checks FAILED: {', '.join(c.name for c in r.failed)} ({tally}) in {r.seconds:.2f} s"
 
 
-def render(r: SanityReport) -> str:
-    """Returns the report as a table: check, status, measured, expected, then the advice (or skip reason)."""
+def render(r: SanityReport, width: int | None = None) -> str:
+    """Returns the report as a table: check, status, measured, expected, then the advice (or skip reason).
+
+    The advice column wraps at spaces to `width` (default: the terminal's), never inside a word or number.
+    """
+    width = width or shutil.get_terminal_size((120, 24)).columns
     head = ("check", "status", "measured", "expected", "advice")
     rows = [(c.name, c.status if c.status != "failed" else "FAILED", str(c.measured) or "-",
              str(c.expected) or "-", c.advice or (f"skipped: {c.reason}" if c.reason else ""))
             for c in r.checks]
     widths = [max(len(row[i]) for row in [head, *rows]) for i in range(4)]
+    indent = sum(widths) + 2 * 4
+    room = max(width - indent, 30)
     lines = [_headline(r)]
     for row in [head, *rows]:
         cells = [cell.ljust(w) for cell, w in zip(row[:4], widths)]
-        lines.append("  ".join([*cells, row[4]]).rstrip())
+        advice = textwrap.wrap(row[4], room, break_long_words=False, break_on_hyphens=False) or [""]
+        lines.append("  ".join([*cells, advice[0]]).rstrip())
+        lines += [" " * indent + more for more in advice[1:]]
     return "\n".join(lines)

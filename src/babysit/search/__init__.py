@@ -9,8 +9,12 @@ Example:
 
 from __future__ import annotations
 
+import sys
+import types
+from typing import Any
+
 from .api import run_study, search
-from .lr_find import LRFind, lr_find
+from .range_test import LRFind, lr_find
 from .samplers import DEFAULT_SAMPLER, SAMPLERS, propose
 from .space import Param, choice, intuniform, loguniform, parse_space, uniform
 from .stages import Stage, border_findings, refit
@@ -20,3 +24,13 @@ from .worker import Hopeless, Outcome, TrialContext
 __all__ = ["DEFAULT_SAMPLER", "LRFind", "SAMPLERS", "Hopeless", "Outcome", "Param", "Stage", "Study", "Trial", "TrialContext",
            "border_findings", "choice", "intuniform", "load_study", "loguniform", "lr_find", "parse_space", "propose", "refit",
            "run_study", "search", "uniform"]
+
+
+class _CallableModule(types.ModuleType):
+    """`bs.search(...)` is the function even when `babysit.search` (this package) was imported first."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Study:
+        return search(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

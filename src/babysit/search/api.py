@@ -139,7 +139,7 @@ def _auto_ranges(task: Any, space: dict[str, Any], fixed: dict[str, Any], device
         if isinstance(p, str) and p == "auto":
             if key != "lr":
                 raise ConfigError(f"space[{key!r}]='auto': only 'lr' can be 'auto' (from bs.lr_find)")
-            from .lr_find import lr_find
+            from .range_test import lr_find
             from .space import loguniform
 
             found = lr_find(task, fixed, device=device)

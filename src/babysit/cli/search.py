@@ -1,6 +1,7 @@
 """`babysit search`, `babysit study` and `babysit lr-find`: parse -> config -> one public function -> render.
 
-Kept beside cli.py (which registers them with `add_parsers` and `COMMANDS`) so the two stay small.
+args.parser() registers them with `add_parsers` (light: no torch); `COMMANDS` are the handlers,
+which import the search package when they run.
 """
 
 from __future__ import annotations
@@ -10,16 +11,16 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from rich.console import Console
-from rich.table import Table
+from ..config import load_config
+from ..errors import ConfigError
 
-from .config import load_config
-from .errors import ConfigError
-from .search import Study, load_study, lr_find, search
-from .search.api import settings_from_table
-from .task import Task
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..search import Study
 
 __all__ = ["add_parsers", "COMMANDS"]
 
@@ -47,7 +48,9 @@ def add_parsers(sub: Any) -> None:
     lf.add_argument("--json", action="store_true")
 
 
-def _leaderboard(study: Study, top: int) -> Table:
+def _leaderboard(study: "Study", top: int) -> "Table":
+    from rich.table import Table
+
     t = Table(title=f"study {study.dir}  ({len(study.trials)} trials)")
     keys = list(study.plan["space"])
     for col in ("trial", "stage", *keys, "status", study.plan.get("metric", "metric"), "epochs"):
@@ -59,7 +62,7 @@ def _leaderboard(study: Study, top: int) -> Table:
     return t
 
 
-def _show(study: Study, console: Console, top: int) -> None:
+def _show(study: "Study", console: "Console", top: int) -> None:
     for w in study.warnings:
         console.print(f"[bold yellow]border:[/] {w}", highlight=False)
     counts: dict[str, int] = {}
@@ -69,7 +72,9 @@ def _show(study: Study, console: Console, top: int) -> None:
     console.print(_leaderboard(study, top))
 
 
-def _live(spec: Any, console: Console) -> Callable[[], None]:
+def _live(spec: Any, console: "Console") -> Callable[[], None]:
+    from ..search import load_study
+
     last = [0.0]
 
     def poll() -> None:
@@ -88,8 +93,12 @@ def _live(spec: Any, console: Console) -> Callable[[], None]:
     return poll
 
 
-def cmd_search(args: argparse.Namespace, console: Console) -> int:
+def cmd_search(args: argparse.Namespace, console: "Console") -> int:
     """Runs `babysit search CONFIG`; returns 0 when the study finished."""
+    from ..search import search
+    from ..search.api import settings_from_table
+    from ..task import Task
+
     cfg = load_config(args.config)
     table = cfg.sections.get("search")
     if not table:
@@ -98,8 +107,7 @@ def cmd_search(args: argparse.Namespace, console: Console) -> int:
     space, settings = settings_from_table(table)
     if "stages" not in settings:
         raise ConfigError("[search] stages is missing: e.g. stages = [{trials = 20, epochs = 1}]")
-    sys.path.insert(0, str(Path(args.config).resolve().parent))
-    task = Task.from_config(cfg.task, search=[str(Path(args.config).resolve().parent)])
+    task = Task.from_config(cfg.task, search=[str(Path(args.config).resolve().parent), str(Path.cwd())])
     study_dir = args.study_dir or settings.pop("study_dir", None) or f"studies/{Path(args.config).stem}"
     settings.pop("study_dir", None)
     if args.workers is not None:
@@ -113,8 +121,10 @@ def cmd_search(args: argparse.Namespace, console: Console) -> int:
     return 0 if study.done else 1
 
 
-def cmd_study(args: argparse.Namespace, console: Console) -> int:
+def cmd_study(args: argparse.Namespace, console: "Console") -> int:
     """Runs `babysit study DIR`: the leaderboard and border warnings; --kill TRIAL flags one trial."""
+    from ..search import load_study
+
     study = load_study(args.study_dir, storage=args.storage, name=args.study)
     if args.kill is not None:
         if args.kill not in {t.id for t in study.trials if t.status in ("running", "queued")}:
@@ -130,10 +140,13 @@ def cmd_study(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def cmd_lr_find(args: argparse.Namespace, console: Console) -> int:
+def cmd_lr_find(args: argparse.Namespace, console: "Console") -> int:
     """Runs `babysit lr-find CONFIG`: prints the suggested learning rate and log range."""
+    from ..search import lr_find
+    from ..task import Task
+
     cfg = load_config(args.config)
-    task = Task.from_config(cfg.task, search=[str(Path(args.config).resolve().parent)])
+    task = Task.from_config(cfg.task, search=[str(Path(args.config).resolve().parent), str(Path.cwd())])
     found = lr_find(task, dict(cfg.hp), steps=args.steps)
     if args.plot:
         found.plot(args.plot)

@@ -1,0 +1,58 @@
+"""The `babysit` command: parse -> config -> one public function -> render.
+
+main() catches Ctrl-C from the first line on (also during `import torch` and data generation):
+one line, exit 130, never a traceback. Exit codes are the table of DESIGN.md §3 (babysit.status).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any, Callable, Sequence
+
+from ..errors import BabysitError, UserCodeError, describe_user_error, user_frame
+from ..status import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_USER_CODE
+from .args import build_config, parser
+
+__all__ = ["build_config", "main"]
+
+
+def _commands() -> dict[str, Callable[[Any, Any], int]]:
+    from .commands import cmd_check, cmd_train
+    from .search import COMMANDS as SEARCH_COMMANDS
+
+    return {"train": cmd_train, "check": cmd_check, **SEARCH_COMMANDS}
+
+
+def _run(argv: Sequence[str] | None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from rich.console import Console
+
+    console = Console()
+    try:
+        return _commands()[args.command](args, console)
+    except UserCodeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_CODE
+    except BabysitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except Exception as exc:
+        if user_frame(exc) is None:
+            raise  # a bug in babysit: the traceback is the report
+        print(f"error: {describe_user_error(exc)}", file=sys.stderr)
+        return EXIT_USER_CODE
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the babysit command line; returns the exit code."""
+    try:
+        return _run(argv)
+    except KeyboardInterrupt:
+        print("interrupted (Ctrl-C)", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
