@@ -91,3 +91,16 @@ def test_auto_lr_range_comes_from_lr_find(tmp_path, spiral_task):
     lo, hi = study.ranges(0)["lr"]["loguniform"]
     assert (lo, hi) == pytest.approx(found.range)
     assert all(lo <= t.params["lr"] <= hi for t in study.trials)
+
+
+def test_train_and_search_stay_functions_after_their_modules_are_imported():
+    import importlib
+    import subprocess
+    import sys
+
+    importlib.import_module("babysit.train")
+    importlib.import_module("babysit.search.space")
+    assert callable(bs.train) and bs.train.__name__ == "train" and bs.search.__name__ == "search"
+    code = "import babysit.search.space, babysit.train, babysit as bs; print(bs.train.__name__, bs.search.__name__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["train", "search"]

@@ -9,10 +9,6 @@ Example:
 
 from __future__ import annotations
 
-import sys
-import types
-from typing import Any
-
 from .api import run_study, search
 from .range_test import LRFind, lr_find
 from .samplers import DEFAULT_SAMPLER, SAMPLERS, propose
@@ -25,12 +21,3 @@ __all__ = ["DEFAULT_SAMPLER", "LRFind", "SAMPLERS", "Hopeless", "Outcome", "Para
            "border_findings", "choice", "intuniform", "load_study", "loguniform", "lr_find", "parse_space", "propose", "refit",
            "run_study", "search", "uniform"]
 
-
-class _CallableModule(types.ModuleType):
-    """`bs.search(...)` is the function even when `babysit.search` (this package) was imported first."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Study:
-        return search(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
