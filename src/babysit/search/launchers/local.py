@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from ...errors import StoreError
 
-__all__ = ["MasterLock", "run_local", "threads_per_worker"]
+__all__ = ["MasterLock", "run_local", "threads_per_worker", "gpus"]
 
 log = logging.getLogger(__name__)
 _PR_SET_PDEATHSIG = 1
@@ -71,8 +71,20 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _child(target: Callable[..., Any], parent: int, threads: int, lock_fd: int | None, w: int) -> None:
+def gpus() -> list[int]:
+    """Returns the CUDA devices to share among workers (none: CPU), without initialising CUDA here."""
+    import torch
+
+    if not torch.cuda.is_available() or torch.cuda.is_initialized():
+        return []  # a master that initialised CUDA cannot hand it to forked workers: they train on what they get
+    return list(range(torch.cuda.device_count()))
+
+
+def _child(target: Callable[..., Any], parent: int, threads: int, lock_fd: int | None, w: int,
+           devices: list[int]) -> None:
     _die_with_parent(parent)
+    if devices:  # one device per worker (round robin); set before the worker's first CUDA call
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(devices[w % len(devices)])
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the master decides; a Ctrl-C reaches it
     if lock_fd is not None:
         os.close(lock_fd)
@@ -91,11 +103,11 @@ def run_local(target: Callable[[int], Any], workers: int, *, lock: MasterLock | 
     at most `respawns` times. on_poll() is called while waiting (a live display).
     """
     ctx = multiprocessing.get_context("fork")
-    threads, parent = threads_per_worker(workers), os.getpid()
+    threads, parent, devices = threads_per_worker(workers), os.getpid(), gpus()
     lock_fd = lock.fd if lock is not None else None
 
     def start(w: int) -> Any:
-        p = ctx.Process(target=_child, args=(target, parent, threads, lock_fd, w), daemon=False)
+        p = ctx.Process(target=_child, args=(target, parent, threads, lock_fd, w, devices), daemon=False)
         p.start()
         return p
 
