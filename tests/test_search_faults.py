@@ -308,3 +308,14 @@ def test_a_stage_half_created_by_a_dead_process_is_completed_on_resume(tmp_path,
                       {"stage": 0, "index": i, "id": i, "attempt": 0, "run_dir": str(d2 / "trials" / f"{i:05d}")})
     study = run_study(_epochs, SPACE, stages=stages, study_dir=d2, storage=storage, workers=0, resume=True)
     assert {t.id: t.params for t in study.trials} == ref and study.done
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "gp"])
+def test_adaptive_samplers_with_two_workers(tmp_path, storage, sampler):
+    study = run_study(lambda ctx: _epochs(ctx, 1, 0.0), {"lr": bs.loguniform(1e-4, 1.0), "act": bs.choice(["a", "b"])},
+                      stages=[bs.Stage(14, 1), bs.Stage(4, 1)], study_dir=tmp_path / "s", storage=storage,
+                      workers=2, sampler=sampler, seed=1)
+    assert sorted(t.id for t in study.trials) == list(range(18)) and study.done
+    assert len({t.params["lr"] for t in study.trials}) == 18          # each trial sampled its own point
+    lo, hi = study.ranges(1)["lr"]["loguniform"]
+    assert all(lo <= t.params["lr"] <= hi for t in study.trials if t.stage == 1)

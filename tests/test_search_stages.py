@@ -112,3 +112,15 @@ def test_bad_stages_are_refused():
     with pytest.raises(bs.ConfigError, match="sampler='sobol'"):
         run_study(_peak_outside, {"lr": bs.loguniform(1e-4, 1.0)}, stages=[bs.Stage(4, 1)],
                   study_dir="/nonexistent/never", sampler="sobol")
+
+
+def test_study_html_puts_border_warnings_first_and_escapes_everything(tmp_path):
+    space = {"lr": bs.loguniform(1e-4, 1.0), "act": bs.choice(["relu", "<script>x</script>"])}
+    study = run_study(_peak_outside, space, stages=[bs.Stage(20, 1), bs.Stage(5, 1)], study_dir=tmp_path / "s",
+                      workers=0, sampler="random", seed=1)
+    page = study.html().read_text()
+    assert "<script>" not in page and "&lt;script&gt;" in page
+    first_warning = page.index("class='warn'")
+    assert first_warning < page.index("<h2>") and "low edge" in page[first_warning:first_warning + 300]
+    assert page.count("data:image/png;base64,") == 2                   # one plot per parameter
+    assert f'href="trials/{study.best.id:05d}"' in page

@@ -137,6 +137,7 @@ def cmd_study(args: argparse.Namespace, console: "Console") -> int:
                           "findings": study.findings()}, indent=2, default=str))
     else:
         _show(study, console, args.top)
+        console.print(f"report: {study.html()}", highlight=False)
     return 0
 
 

@@ -118,6 +118,12 @@ class Study:
         ts = self.trials
         return len({t.id for t in ts if t.status not in ("running", "queued")}) >= sum(s.trials for s in self.stages)
 
+    def html(self, path: str | Path | None = None) -> Path:
+        """Returns the path of study.html: border warnings, metric against each parameter, leaderboard."""
+        from .html import write_html
+
+        return write_html(self, path)
+
     def kill(self, trial: int, reason: str = "killed from the study") -> None:
         """Flags a trial to be stopped at its next epoch (recorded as pruned); the one writing action."""
         self.store.kill(trial, reason)
