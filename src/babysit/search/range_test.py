@@ -85,25 +85,15 @@ def _suggest(lrs: list[float], losses: list[float]) -> tuple[float, tuple[float,
     return value, (lo, hi)
 
 
-def lr_find(task: Any, hp: Mapping[str, Any] | None = None, *, steps: int = 300, lr_min: float = 1e-7,
-            lr_max: float = 10.0, seed: int = 0, device: str = "auto", beta: float = 0.98) -> LRFind:
-    """Returns the learning-rate range test of task's model under hp: curve, suggested value and log range.
-
-    The rate rises from lr_min to lr_max over `steps` steps; the test stops early once the smoothed
-    loss exceeds 4x its minimum (diverging).
-    """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 20:
-        raise ConfigError(f"steps={steps!r}: must be an integer >= 20 (a few hundred is usual)")
-    if not 0 < lr_min < lr_max:
-        raise ConfigError(f"lr_min={lr_min!r}, lr_max={lr_max!r}: need 0 < lr_min < lr_max")
-    hp = resolve_hp(task, {**dict(hp or {}), "lr": lr_min})
-    dev = pick_device(device)
+def _ramp(task: Any, hp: Mapping[str, Any], steps: int, lr_min: float, lr_max: float, seed: int, dev: Any,
+          beta: float) -> tuple[list[float], list[float], list[float]]:
+    """Returns (lrs, smoothed losses, update:weight ratios) of the exponential ramp, up to divergence."""
     torch.manual_seed(seed)
     model = task.build_model(hp).to(dev)
     opt = build_optimizer(model.parameters(), hp)
     weights, reg, clip = reg_params(model), float(hp["reg"]), hp.get("clip_norm")
-    train = data_mod.to_device(task.splits.train, dev)
-    it = _batches(train, int(hp["batch_size"]), torch.Generator().manual_seed(seed))
+    it = _batches(data_mod.to_device(task.splits.train, dev), int(hp["batch_size"]),
+                  torch.Generator().manual_seed(seed))
     lrs: list[float] = []
     losses: list[float] = []
     ratios: list[float] = []
@@ -119,15 +109,29 @@ def lr_find(task: Any, hp: Mapping[str, Any] | None = None, *, steps: int = 300,
             break
         with torch.no_grad():
             after = torch.cat([w.detach().flatten() for w in weights])
-            du, wn = float((after - before).norm()), float(before.norm()) or 1.0
+            ratios.append(float((after - before).norm()) / (float(before.norm()) or 1.0))
         avg = beta * avg + (1 - beta) * loss
-        smooth = avg / (1 - beta ** (i + 1))
         lrs.append(lr)
-        losses.append(smooth)
-        ratios.append(du / wn)
-        best = min(best, smooth)
-        if smooth > 4 * best and i > 10:
+        losses.append(avg / (1 - beta ** (i + 1)))  # bias-corrected running mean
+        best = min(best, losses[-1])
+        if losses[-1] > 4 * best and i > 10:
             break
+    return lrs, losses, ratios
+
+
+def lr_find(task: Any, hp: Mapping[str, Any] | None = None, *, steps: int = 300, lr_min: float = 1e-7,
+            lr_max: float = 10.0, seed: int = 0, device: str = "auto", beta: float = 0.98) -> LRFind:
+    """Returns the learning-rate range test of task's model under hp: curve, suggested value and log range.
+
+    The rate rises from lr_min to lr_max over `steps` steps; the test stops early once the smoothed
+    loss exceeds 4x its minimum (diverging).
+    """
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 20:
+        raise ConfigError(f"steps={steps!r}: must be an integer >= 20 (a few hundred is usual)")
+    if not 0 < lr_min < lr_max:
+        raise ConfigError(f"lr_min={lr_min!r}, lr_max={lr_max!r}: need 0 < lr_min < lr_max")
+    hp = resolve_hp(task, {**dict(hp or {}), "lr": lr_min})
+    lrs, losses, ratios = _ramp(task, hp, steps, lr_min, lr_max, seed, pick_device(device), beta)
     if len(lrs) < 10:
         raise ConfigError(f"lr_find: the loss diverged within {len(lrs)} steps from lr_min={lr_min:g}; "
                           "lower lr_min or check the model (babysit check)")
