@@ -104,3 +104,12 @@ def test_train_and_search_stay_functions_after_their_modules_are_imported():
     code = "import babysit.search.space, babysit.train, babysit as bs; print(bs.train.__name__, bs.search.__name__)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["train", "search"]
+
+
+def test_a_loss_metric_is_minimised(tmp_path, spiral):
+    task = bs.Task(build="mlp", data=spiral, metric="val_loss")
+    study = bs.search(task, {"lr": bs.loguniform(1e-3, 1e-1)}, stages=[bs.Stage(3, 2)], study_dir=tmp_path / "s",
+                      workers=0, fixed={"optimizer": "adam", "width": 16})
+    losses = {t.id: min(r.val_loss for r in bs.store.RunStore(t.run_dir).history()) for t in study.trials}
+    assert study.best.id == min(losses, key=losses.get)
+    assert study.best.metric == pytest.approx(-losses[study.best.id])

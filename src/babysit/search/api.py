@@ -79,10 +79,11 @@ def run_study(objective: Objective, space: Mapping[str, Param], *, stages: Seque
               resume: bool = False, storage: str | None = None, name: str = "babysit", stale_after: float = 300.0,
               max_attempts: int = 3, hopeless: Hopeless | None = None, extra: Mapping[str, Any] | None = None,
               after_trial: Callable[[StudyStore], None] | None = None, poll: float = 0.1,
-              progress: Callable[[], None] | None = None) -> Study:
+              progress: Callable[[], None] | None = None, worst: float = 0.0) -> Study:
     """Returns the Study after running a generic trial objective(ctx) -> Outcome | float over the stages.
 
     workers=0 runs the trials in this process (no fork); the store is created before any worker starts.
+    worst: the value told to the sampler for a trial that ended without a metric (higher is better).
     """
     space, st = check_space(space, fixed), check_stages(stages)
     check_sampler(sampler)
@@ -90,7 +91,7 @@ def run_study(objective: Objective, space: Mapping[str, Param], *, stages: Seque
         raise ConfigError(f"workers={workers!r}: must be an integer >= 0 (0: run the trials in this process)")
     study_dir = Path(study_dir).resolve()
     plan = {"version": 1, "space": space_to_dict(space), "stages": [s.to_dict() for s in st], "sampler": sampler,
-            "seed": int(seed), "fixed": _jsonable(fixed or {}), "study_dir": str(study_dir), "worst": 0.0,
+            "seed": int(seed), "fixed": _jsonable(fixed or {}), "study_dir": str(study_dir), "worst": float(worst),
             **dict(extra or {})}
     spec = storage or str(study_dir)
     kw: dict[str, Any] = {"stale_after": stale_after, "max_attempts": max_attempts}
@@ -120,7 +121,7 @@ def search(task: Any, space: Mapping[str, Any], *, stages: Sequence[Stage], stud
     fixed: hyperparameters that are not searched. Hopeless trials (NaN/inf, loss > 3x chance, not
     off chance after epoch 1) are stopped and told to the samplers as bad results.
     """
-    from .trial import check_keys, hopeless_rule, keep_best_checkpoints, registry_limits, train_objective
+    from .trial import check_keys, hopeless_rule, keep_best_checkpoints, registry_limits, train_objective, worst_value
 
     space = registry_limits(check_space(_auto_ranges(task, dict(space), dict(fixed or {}), device), fixed))
     check_keys(task, space, dict(fixed or {}), Path(study_dir))
@@ -131,7 +132,8 @@ def search(task: Any, space: Mapping[str, Any], *, stages: Sequence[Stage], stud
                      stale_after=stale_after, max_attempts=max_attempts, hopeless=hopeless_rule(task),
                      extra={"task": task.describe(), "keep_checkpoints": int(keep_checkpoints),
                             "metric": task.metric.name},
-                     after_trial=lambda store: keep_best_checkpoints(store, keep, mode), progress=progress)
+                     after_trial=lambda store: keep_best_checkpoints(store, keep, mode), progress=progress,
+                     worst=worst_value(task))
 
 
 def _auto_ranges(task: Any, space: dict[str, Any], fixed: dict[str, Any], device: str) -> dict[str, Any]:

@@ -22,6 +22,7 @@ class Trial:
     """One finished (or running) trial: babysit id, stage, params, status, metric and its run directory.
 
     status: completed | early_stopped | diverged | pruned | failed | running | queued.
+    metric: the trial's best validation metric on a higher-is-better scale (a loss is negated).
     """
 
     id: int

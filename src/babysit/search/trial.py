@@ -23,7 +23,7 @@ from .space import Param, from_unit, with_limits
 from .storage import StudyStore, TrialState, final_trials
 from .worker import Hopeless, Objective, Outcome, TrialContext
 
-__all__ = ["train_objective", "hopeless_rule", "keep_best_checkpoints", "check_keys"]
+__all__ = ["train_objective", "hopeless_rule", "keep_best_checkpoints", "check_keys", "worst_value"]
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,18 @@ def hopeless_rule(task: Any) -> Hopeless | None:
         return Hopeless(chance_loss(task.loss_kind, task.num_classes), task.num_classes, len(task.splits.val))
     except ConfigError:
         return None
+
+
+def worst_value(task: Any) -> float:
+    """Returns the value told for a trial that ended without a metric (diverged at once): a bad but finite score.
+
+    Accuracy: 0. A loss: minus three times the chance loss (the hopeless threshold). Finite, so a GP
+    sampler's standardisation is not wrecked by an infinity.
+    """
+    if task.metric.mode == "max":
+        return 0.0
+    rule = hopeless_rule(task)
+    return -3.0 * rule.chance_loss if rule is not None else -1e3
 
 
 def _condition(ctx: TrialContext) -> Any:
