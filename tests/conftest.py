@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import pytest
 import torch
 
 import babysit as bs
+
+# One MNIST-1D cache for the whole session (subprocesses inherit it), never the user's own cache.
+os.environ.setdefault("BABYSIT_CACHE", tempfile.mkdtemp(prefix="babysit-test-cache-"))
 
 
 @pytest.fixture(autouse=True)

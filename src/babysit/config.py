@@ -21,7 +21,7 @@ else:  # pragma: no cover
 __all__ = ["TaskConfig", "TrainConfig", "RunConfig", "load_config", "from_dict", "parse_value", "with_overrides"]
 
 _SECTIONS = ("task", "hp", "train")
-_OTHER_SECTIONS = ("babysit", "diagnose", "search")  # read by the modules that own them
+_OTHER_SECTIONS = ("babysit", "diagnose", "search", "fingerprint")  # read by the modules that own them
 
 
 @dataclass(frozen=True)
@@ -65,13 +65,13 @@ class TrainConfig:
     seed: int = 0
     run_dir: str | None = None
     device: str = "auto"
-    threads: int | None = None
+    threads: int | str | None = None  # None or "auto": chosen per run (babysit.threads); an int wins
     checkpoint_interval: float = 5.0
 
     def __post_init__(self) -> None:
         _require_int("train.epochs", self.epochs, minimum=1, maximum=10**6)
         _require_int("train.seed", self.seed, minimum=0)
-        if self.threads is not None:
+        if self.threads is not None and self.threads != "auto":
             _require_int("train.threads", self.threads, minimum=1, maximum=4096)
         ci = self.checkpoint_interval
         if isinstance(ci, bool) or not isinstance(ci, (int, float)) or ci < 0:
@@ -122,7 +122,7 @@ def from_dict(d: Mapping[str, Any]) -> RunConfig:
     hp = d.get("hp", {})
     if not isinstance(hp, Mapping):
         raise ConfigError(f"[hp] must be a table, got {hp!r}")
-    other = {k: d[k] for k in _OTHER_SECTIONS if k in d and k != "babysit"}
+    other = {k: d[k] for k in _OTHER_SECTIONS if k in d and k not in ("babysit", "fingerprint")}
     for k, v in other.items():
         if not isinstance(v, Mapping):
             raise ConfigError(f"[{k}] must be a table, got {v!r}")

@@ -17,6 +17,7 @@ from .gradcheck import GradientReport, check_gradients
 from .losses import l2_term, reg_params
 from .sanity import SanityReport, sanity_checks
 from .task import Task
+from .threads import resolve_threads, torch_threads
 
 __all__ = ["PreflightReport", "check_task"]
 
@@ -61,7 +62,8 @@ def _no_data_loss(scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def check_task(task: Task, hp: Mapping[str, Any], *, seed: int = 0, per_tensor: int = 10, burn_in: int = 10,
-               sanity: bool = True, checks: Iterable[str] | None = None, allow_unknown: bool = False) -> PreflightReport:
+               sanity: bool = True, checks: Iterable[str] | None = None, allow_unknown: bool = False,
+               threads: int | str | None = "auto") -> PreflightReport:
     """Returns the PreflightReport of a task with hp: gradient checks (data loss, L2 alone) and sanity checks.
 
     burn_in: SGD steps on the check's batch first, so the check runs in a characteristic mode of
@@ -75,6 +77,12 @@ def check_task(task: Task, hp: Mapping[str, Any], *, seed: int = 0, per_tensor: 
         torch.manual_seed(seed)
         model = task.build_model({**hp, "reg": 0.0}, record=read)
     task.unused_keys(given, hp, read, allow_unknown=allow_unknown)
+    with torch_threads(resolve_threads(threads, model, batch[0])):
+        return _checks(task, hp, model, batch, seed, per_tensor, burn_in, sanity, checks, start)
+
+
+def _checks(task: Task, hp: dict[str, Any], model: Any, batch: tuple[torch.Tensor, torch.Tensor], seed: int,
+            per_tensor: int, burn_in: int, sanity: bool, checks: Iterable[str] | None, start: float) -> PreflightReport:
     grads = check_gradients(model, task.loss_fn, batch, per_tensor=per_tensor, seed=seed, burn_in=burn_in)
     reg = check_gradients(model, _no_data_loss, batch, per_tensor=per_tensor, seed=seed,
                           penalty=lambda m: l2_term(reg_params(m), REG_ALONE))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -66,6 +67,7 @@ class Task:
         splits = data_mod.load(self.data) if isinstance(self.data, str) else self.data
         if not isinstance(splits, Splits):
             raise ConfigError(f"Task(data=...) must be a babysit Splits or a data-set name, got {type(splits).__name__}")
+        data_mod.validate_splits(splits)  # a bad label, NaN input or shape: a DataError now, not mid-training
         fn, kind = losses.resolve(self.loss)
         object.__setattr__(self, "splits", splits)
         object.__setattr__(self, "loss_fn", fn)
@@ -104,6 +106,24 @@ class Task:
     def builtin_model(self) -> str | None:
         """Returns the built-in model's name ("mlp", "cnn1d"), or None for a user's build."""
         return self.model_name if self.model_name in hparams.BUILTIN_MODELS else None
+
+    def fingerprint(self, model: nn.Module | None = None) -> dict[str, Any]:
+        """Returns what a resume must find unchanged: a content hash per split and the model's architecture.
+
+        The architecture is its parameter and buffer names, shapes and dtypes (plus the class as
+        module:qualname), so a run built by a lambda is recognised by a new process.
+        """
+        if "_digests" not in self.__dict__:
+            digests = {name: data_mod.digest(ds) for name in ("train", "val", "test")
+                       if (ds := getattr(self.splits, name)) is not None}
+            object.__setattr__(self, "_digests", digests)
+        out: dict[str, Any] = {f"data_{k}": v for k, v in self.__dict__["_digests"].items()}
+        if model is not None:
+            arch = [(n, tuple(t.shape), str(t.dtype).removeprefix("torch.")) for n, t in model.state_dict().items()]
+            out["model_class"] = f"{type(model).__module__}:{type(model).__qualname__}"
+            out["model_arch"] = "sha256:" + hashlib.sha256(repr(arch).encode()).hexdigest()[:16]
+            out["parameters"] = sum(p.numel() for p in model.parameters())
+        return out
 
     def resolve_hp(self, hp: Mapping[str, Any]) -> dict[str, Any]:
         """Returns hp checked by the key registry with every default that applies to this task filled in."""

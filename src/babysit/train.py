@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import shutil
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,9 +30,11 @@ from .losses import reg_params as weights_of
 from .optim import build_optimizer, build_schedule, is_full_batch
 from .status import Stop
 from .step import Evaluation, StepRecord, closure_step, evaluate, train_step
-from .store import (SCHEMA_VERSION, CheckpointWriter, EpochRecord, Run, RunStore, best_of, list_checkpoints,
-                    load_checkpoint, now, read_config, write_config)
+from .store import (LOCK_NAME, SCHEMA_VERSION, CheckpointWriter, DirLock, EpochRecord, Run, RunStore, best_of,
+                    holder, list_checkpoints, load_checkpoint, now, read_config, write_config)
+from .store.lock import describe as describe_holder
 from .task import Task
+from .threads import resolve_threads, torch_threads
 
 __all__ = ["Observer", "Plan", "pick_device", "prepare", "resolve_hp", "train"]
 
@@ -97,8 +101,15 @@ class _Loop:
         self.best_val, self.stale = float(ckpt["best_val"]), int(ckpt["stale"])
 
 
+_NOT_COMPARED = {"build", "data", "reproducible", "not_reproducible_because", "search_path", "name"}
+
+
 def _fingerprint(config: Mapping[str, Any]) -> dict[str, Any]:
-    """Returns the parts of a config that must match for a resume (epochs and device may change)."""
+    """Returns the parts of a config that must match for a resume (epochs and device may change).
+
+    The model and the data are compared by their fingerprint (architecture, content hashes), not by how
+    they were named: a lambda's repr changes with every process, shuffled labels keep their name.
+    """
     flat: dict[str, Any] = {}
 
     def walk(prefix: str, x: Any) -> None:
@@ -108,7 +119,9 @@ def _fingerprint(config: Mapping[str, Any]) -> dict[str, Any]:
         else:
             flat[prefix] = list(x) if isinstance(x, tuple) else x
 
-    walk("", {"task": config["task"], "hp": config["hp"], "seed": config["train"]["seed"]})
+    task = {k: v for k, v in config["task"].items() if k not in _NOT_COMPARED}
+    walk("", {"task": task, "hp": config["hp"], "seed": config["train"]["seed"],
+              "fingerprint": config.get("fingerprint", {})})
     return flat
 
 
@@ -116,14 +129,23 @@ _TASK_DEFAULTS = {"metric": "val_acc", "metric_mode": "max"}  # task fields olde
 
 
 def _prepare_dir(run_dir: Path, config: Mapping[str, Any], resume: bool, force: bool,
-                 task: Task) -> dict[str, Any] | None:
+                 task: Task, locked: bool = False) -> dict[str, Any] | None:
     """Returns the checkpoint to resume from (or None), after refusing a run directory that does not fit.
 
     Nothing is written here: a refusal leaves the directory as it was.
     """
+    live = holder(run_dir) if run_dir.is_dir() and not locked else None
+    if live is not None:
+        raise StoreError(f"{str(run_dir)!r} is being written by {describe_holder(live)}; wait for it to finish, "
+                         "or use another run_dir")
     if (run_dir / "config.toml").is_file():
         if not resume and not force:
-            status = RunStore(run_dir).meta().get("status", "unknown") if (run_dir / "run.sqlite").exists() else "?"
+            meta = _meta(run_dir)
+            status = meta.get("status", "unknown")
+            if status == "running":
+                raise StoreError(f"{str(run_dir)!r} was left running by pid {meta.get('pid', '?')} on host "
+                                 f"{meta.get('host', '?')}, which no longer holds it (killed?); pass resume=True "
+                                 "(--resume) to continue it, or force=True (--force) to start over")
             raise StoreError(f"{str(run_dir)!r} already holds a run (status {status}); pass resume=True "
                              "(--resume) to continue it, or force=True (--force) to start over")
         if resume:
@@ -131,7 +153,8 @@ def _prepare_dir(run_dir: Path, config: Mapping[str, Any], resume: bool, force: 
             old["hp"] = task.resolve_hp(old.get("hp", {}))  # old configs are filled the same way first
             old["task"] = {**_TASK_DEFAULTS, **old.get("task", {})}
             old_fp, new_fp = _fingerprint(old), _fingerprint(config)
-            diff = sorted(k for k in set(old_fp) | set(new_fp) if old_fp.get(k) != new_fp.get(k))
+            # keys an older babysit did not record are not held against the run
+            diff = sorted(k for k in set(old_fp) | set(new_fp) if k in old_fp and old_fp.get(k) != new_fp.get(k))
             if diff:
                 shown = "; ".join(f"{k}: {old_fp.get(k)!r} -> {new_fp.get(k)!r}" for k in diff[:5])
                 raise StoreError(f"cannot resume {str(run_dir)!r} under a different configuration ({shown}); "
@@ -142,9 +165,19 @@ def _prepare_dir(run_dir: Path, config: Mapping[str, Any], resume: bool, force: 
                          "to start one")
     elif run_dir.exists() and not run_dir.is_dir():
         raise StoreError(f"{str(run_dir)!r} is a file, not a directory; choose another run_dir")
-    elif run_dir.exists() and any(run_dir.iterdir()) and not force:
+    elif run_dir.exists() and any(p.name != LOCK_NAME for p in run_dir.iterdir()) and not force:
         raise StoreError(f"{str(run_dir)!r} is not empty and is not a babysit run directory; choose another run_dir")
     return None
+
+
+def _meta(run_dir: Path) -> dict[str, str]:
+    if not (run_dir / "run.sqlite").exists():
+        return {}
+    store = RunStore(run_dir)
+    try:
+        return store.meta()
+    finally:
+        store.close()
 
 
 def _latest_loadable(run_dir: Path) -> dict[str, Any] | None:
@@ -237,7 +270,8 @@ def _plan(task: Task, hp: Mapping[str, Any], epochs: int, run_dir: str | Path, s
     build_optimizer(model.parameters(), hp)
     build_schedule(hp)
     config = {"babysit": {"version": __version__, "torch": torch.__version__}, "task": task.describe(),
-              "hp": hp, "train": {"epochs": epochs, "seed": seed, "device": str(device)}}
+              "hp": hp, "train": {"epochs": epochs, "seed": seed, "device": str(device)},
+              "fingerprint": task.fingerprint(model)}
     run_dir = Path(run_dir)
     ckpt = _prepare_dir(run_dir, config, resume, force, task)
     at = int(ckpt["epoch"]) if ckpt is not None else None
@@ -250,34 +284,63 @@ def _plan(task: Task, hp: Mapping[str, Any], epochs: int, run_dir: str | Path, s
 def train(task: Task, hp: Mapping[str, Any], *, epochs: int, run_dir: str | Path, seed: int = 0,
           batch_size: int | None = None, resume: bool = False, force: bool = False,
           device: str | torch.device = "auto", observers: Sequence[Observer] = (),
-          checkpoint_interval: float = 5.0, stop: Stop | None = None, allow_unknown: bool = False) -> Run:
+          checkpoint_interval: float = 5.0, stop: Stop | None = None, allow_unknown: bool = False,
+          threads: int | str | None = "auto") -> Run:
     """Returns the Run after training task's model with hp for `epochs` epochs, kept in run_dir.
 
     Ends as "completed", "early_stopped", "diverged" (a NaN/inf loss; no exception), "interrupted"
     (Ctrl-C, after the current step), "pruned" (stop set by a search) or "failed" (the user's code
     raised: recorded in the run, then re-raised). resume=True continues from the last checkpoint with
     the same numbers. checkpoint_interval: at most one write per this many seconds (0: every epoch).
+    threads: "auto" (1 for small steps, this process's share of the cores for big ones; a resume keeps
+    the count it started with), an int, or None to leave torch's setting alone; restored after the call.
     """
     plan, model = _plan(task, hp, epochs, run_dir, seed, batch_size, resume, force, device, checkpoint_interval,
                         allow_unknown)
     hp, run_dir, dev = dict(plan.hp), plan.run_dir, pick_device(device)
-    ckpt = _latest_loadable(run_dir) if plan.resume_from is not None else None
-    loop = _setup(task, model, hp, seed, dev)
-    if force:
-        _wipe(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_config(run_dir, plan.config)
+    lock = DirLock(run_dir, "babysit train").acquire()
+    try:
+        _prepare_dir(run_dir, plan.config, resume, force, task, locked=True)  # again: nobody else writes now
+        ckpt = _latest_loadable(run_dir) if plan.resume_from is not None else None
+        loop = _setup(task, model, hp, seed, dev)
+        n = _threads(threads, run_dir, ckpt, loop.model, task, dev, hp)
+        if force:
+            _wipe(run_dir)
+        write_config(run_dir, plan.config)
+        with torch_threads(n):
+            return _train_locked(task, hp, epochs, run_dir, seed, dev, loop, ckpt, plan, checkpoint_interval,
+                                 observers, stop, n)
+    finally:
+        lock.release()
+
+
+def _train_locked(task: Task, hp: dict[str, Any], epochs: int, run_dir: Path, seed: int, dev: torch.device,
+                  loop: _Loop, ckpt: Mapping[str, Any] | None, plan: Plan, checkpoint_interval: float,
+                  observers: Sequence[Any], stop: Stop | None, threads: int | None) -> Run:
     store = RunStore(run_dir)
     writer = CheckpointWriter(run_dir, interval=checkpoint_interval, metric=task.metric.name, mode=task.metric.mode)
     try:
         if ckpt is not None:
             loop.restore(ckpt)
-        store.set_meta(unused_keys=json.dumps(list(plan.unused)))
+        store.set_meta(unused_keys=json.dumps(list(plan.unused)), threads=threads or torch.get_num_threads())
         stop = stop if stop is not None else Stop()
         return _run(task, hp, epochs, run_dir, seed, dev, loop, store, writer, observers, stop)
     finally:
         writer.close()
         store.close()
+
+
+def _threads(setting: Any, run_dir: Path, ckpt: Any, model: nn.Module, task: Task, dev: torch.device,
+             hp: Mapping[str, Any]) -> int | None:
+    """Returns the run's thread count: a resume under "auto" keeps the count the run started with."""
+    if setting == "auto" and ckpt is not None:
+        recorded = _meta(run_dir).get("threads")
+        if recorded and recorded.isdigit():
+            return int(recorded)
+    if setting == "auto":
+        x, _ = data_mod.tensors(task.splits.train, limit=int(hp.get("batch_size", 64)))
+        return resolve_threads("auto", model, x.to(dev))
+    return resolve_threads(setting)
 
 
 def _setup(task: Task, model: nn.Module, hp: Mapping[str, Any], seed: int, dev: torch.device) -> _Loop:
@@ -294,7 +357,8 @@ def _start_meta(store: RunStore, dev: torch.device, seed: int, resumed: bool) ->
         resumes.append(now())
     store.set_meta(schema_version=SCHEMA_VERSION, babysit_version=__version__, torch_version=torch.__version__,
                    status="running", started=meta.get("started") or now(), resumes=json.dumps(resumes),
-                   device=str(dev), seed=seed, diverged_at=None, error=None)
+                   device=str(dev), seed=seed, diverged_at=None, error=None, pid=os.getpid(),
+                   host=socket.gethostname())
 
 
 def _run(task: Task, hp: dict[str, Any], epochs: int, run_dir: Path, seed: int, dev: torch.device,

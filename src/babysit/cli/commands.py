@@ -17,13 +17,6 @@ from .output import key_values, progress_for
 __all__ = ["cmd_check", "cmd_train"]
 
 
-def _threads(n: int | None) -> None:
-    if n:
-        import torch
-
-        torch.set_num_threads(n)
-
-
 def _default_run_dir(cfg: Any) -> str:
     clean = lambda s: Path(str(s)).name.replace(":", ".")  # noqa: E731
     return f"runs/{clean(cfg.task.data)}-{clean(cfg.task.model)}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -74,7 +67,6 @@ def _plain(x: Any) -> Any:
 def cmd_train(args: argparse.Namespace, console: Any) -> int:
     """Runs `babysit train`; returns the exit code of the run's status (DESIGN.md §3)."""
     cfg = build_config(args)
-    _threads(cfg.train.threads)
     from ..task import Task
     from ..train import prepare, train
 
@@ -87,7 +79,8 @@ def cmd_train(args: argparse.Namespace, console: Any) -> int:
     progress = progress_for(console, cfg.train.epochs)
     start = time.perf_counter()
     with getattr(progress, "progress", nullcontext()):
-        run = train(task, cfg.hp, observers=[progress], **kw)  # type: ignore[arg-type]
+        run = train(task, cfg.hp, observers=[progress], threads=cfg.train.threads or "auto",
+                    **kw)  # type: ignore[arg-type]
     test = None
     if args.test and run.best_checkpoint is not None and task.splits.test is not None:
         from ..runs import evaluate
@@ -112,13 +105,13 @@ def _crashed(report: Any) -> list[str]:
 def cmd_check(args: argparse.Namespace, console: Any) -> int:
     """Runs `babysit check`; returns 0 when every check passes, 1 when one fails, 3 when the user's code raised."""
     cfg = build_config(args)
-    _threads(cfg.train.threads)
     from ..preflight import check_task
     from ..task import Task
 
     task = Task.from_config(cfg.task, search=search_path(args))
     with console.status("gradient checks and sanity checks...") if console.is_terminal else nullcontext():
-        report = check_task(task, cfg.hp, seed=cfg.train.seed, checks=args.only, allow_unknown=args.allow_unknown)
+        report = check_task(task, cfg.hp, seed=cfg.train.seed, checks=args.only, allow_unknown=args.allow_unknown,
+                            threads=cfg.train.threads or "auto")
     if args.json:
         print(json.dumps(report.to_dict(), indent=2, default=str))
     else:

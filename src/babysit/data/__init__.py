@@ -12,9 +12,9 @@ from typing import Any
 from ..errors import DataError
 from .builtin import _mnist1d_arrays, digits, mnist1d, spiral
 from .core import Splits, _check_fraction, batches, from_tensors, num_batches, tensors, to_device
-from .user import SCAN_LIMIT, Scan, from_datasets, load_ref, scan, validate_splits
+from .user import SCAN_LIMIT, Scan, digest, from_datasets, load_ref, scan, validate_splits
 
-__all__ = ["NAMES", "SCAN_LIMIT", "Scan", "Splits", "batches", "digits", "from_datasets", "from_tensors", "load",
+__all__ = ["NAMES", "SCAN_LIMIT", "Scan", "Splits", "batches", "digest", "digits", "from_datasets", "from_tensors", "load",
            "load_ref", "mnist1d", "num_batches", "scan", "spiral", "tensors", "to_device", "validate_splits"]
 
 NAMES = ("digits", "mnist1d", "spiral")

@@ -6,6 +6,7 @@ index, before any step: not a torch IndexError from inside the loop.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import logging
 from collections.abc import Sequence
@@ -21,7 +22,7 @@ from .._optional import import_ref
 from ..errors import DataError, UserCodeError, describe_user_error
 from .core import Splits, _size, from_tensors
 
-__all__ = ["SCAN_LIMIT", "Scan", "from_datasets", "label_gaps", "load_ref", "scan", "validate_splits"]
+__all__ = ["DIGEST_ROWS", "SCAN_LIMIT", "Scan", "digest", "from_datasets", "label_gaps", "load_ref", "scan", "validate_splits"]
 
 log = logging.getLogger(__name__)
 
@@ -201,3 +202,28 @@ def load_ref(ref: str, *, seed: int = 0, val_fraction: float = 0.2, search: tupl
     return replace(splits, source=source)
 
 
+
+
+DIGEST_ROWS = 10_000  # rows hashed from a large split (evenly spaced), with its size
+
+
+def digest(ds: Dataset, rows: int = DIGEST_ROWS) -> str:
+    """Returns "sha256:<hex16>/n=<size>": a content hash of a split (every row, or `rows` evenly spaced ones).
+
+    A resume compares it, so a run is never continued on other data (shuffled labels, another file).
+    """
+    h = hashlib.sha256()
+    n = _size(ds) or 0
+    idx = range(n) if n <= rows else np.linspace(0, n - 1, rows).astype(np.int64).tolist()
+    if isinstance(ds, TensorDataset) and len(ds.tensors) == 2:
+        x, y = ds.tensors
+        pick = torch.as_tensor(list(idx)) if n > rows else slice(None)
+        for t in (x[pick], y[pick]):
+            h.update(str((t.dtype, tuple(t.shape))).encode())
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    else:
+        for i in idx:
+            x, y = _example(ds, "data", int(i))
+            h.update(x.detach().cpu().contiguous().numpy().tobytes())
+            h.update(str(y).encode())
+    return f"sha256:{h.hexdigest()[:16]}/n={n}"
