@@ -32,8 +32,18 @@ SPACE = {"lr": bs.loguniform(1e-4, 1.0)}
 
 @pytest.fixture(params=["journal"])
 def storage(request):
-    """The study store under test: None is the journal file in the study directory."""
+    """The study store under test: None is the journal file in the study directory; the cluster issue adds
+    "postgresql" (an RDB URL). SQLite is not a value: it cannot pop a queued trial atomically between
+    processes (no SELECT ... FOR UPDATE), so two workers may take the same trial."""
     return None
+
+
+def test_an_rdb_url_works_in_one_process(tmp_path):
+    url = f"sqlite:///{tmp_path}/rdb.sqlite"
+    study = run_study(_epochs, SPACE, stages=[bs.Stage(4, 1), bs.Stage(2, 1)], study_dir=tmp_path / "s",
+                      storage=url, workers=0)
+    assert study.done and sorted(t.id for t in bs.load_study(tmp_path / "s", storage=url).trials) == list(range(6))
+    assert not (tmp_path / "s" / "study.journal").exists()
 
 
 def _epochs(ctx, n=3, pause=0.02):
