@@ -19,9 +19,13 @@ install: $(STAMP)
 demo: $(STAMP)
 	# the notes' recipe: gradient checks and sanity checks first, then train
 	$(VENV)/bin/babysit check examples/mnist1d.toml
-	$(VENV)/bin/babysit train examples/mnist1d.toml --run-dir runs/demo --force
+	$(VENV)/bin/babysit train examples/mnist1d.toml --run-dir runs/demo --force --test
+	$(VENV)/bin/babysit report runs/demo
 
 test: $(STAMP)
+	# the report's browser test drives headless Chromium (Debian's packages; CI runs as root)
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		(apt-get update -q && apt-get install -y -q chromium chromium-driver)
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
 	$(PY) -m pytest

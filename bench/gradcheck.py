@@ -1,11 +1,16 @@
 """Bench: babysit.check_gradients against torch.autograd.gradcheck (slow and fast_mode) on MLPs.
 
+Also a ~10M-parameter wide MLP (float32, as users train it) whose middle 2560x2560 layer has a custom
+backward with a single-element bug (one weight-gradient element with the wrong sign): babysit's time
+to catch and name it (cold, per seed) against torch's fast mode on the same model in float64.
+
 Same network-and-loss function, float64, batch of 4, at ~5k and ~300k parameters: wall time (median of
 warm runs) and whether each tool localises a seeded bug (a zeroed column of the first layer's weight
 gradient, via a custom autograd.Function). torch's gradcheck takes the flattened parameters as its one
 input, which is how a whole model is passed to it.
 
-    PYTHONPATH=src .venv/bin/python bench/gradcheck.py [--reps 7] [--seeds 5] [--full-slow]
+    PYTHONPATH=src .venv/bin/python bench/gradcheck.py [--reps 7] [--seeds 5] [--full-slow] [--only-10m]
+        [--count-work]
 """
 
 from __future__ import annotations
@@ -158,13 +163,123 @@ def localisation(label: str, seeds: int, full_slow: bool) -> dict[str, Any]:
             "seeds": seeds}
 
 
+WIDE = (1280, 2560, 2560, 10)
+ELEMENT = (1234, 567)  # the gradient element of the middle weight that gets the wrong sign
+
+
+class ElementBug(Function):
+    """Linear whose backward flips the sign of one weight-gradient element."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x, w)
+        return x @ w.t() + b
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> tuple:
+        x, w = ctx.saved_tensors
+        gw = g.t() @ x
+        gw[ELEMENT] = -gw[ELEMENT]
+        return g @ w, gw, g.sum(0)
+
+
+class ElementBugLinear(nn.Linear):
+    """nn.Linear through ElementBug."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ElementBug.apply(x, self.weight, self.bias)
+
+
+def wide(seed: int) -> tuple[nn.Module, tuple[torch.Tensor, torch.Tensor]]:
+    """Returns the ~10M-parameter float32 MLP with the buggy middle layer, and its batch of 4."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(WIDE[0], WIDE[1]), nn.ReLU(), ElementBugLinear(WIDE[1], WIDE[2]), nn.ReLU(),
+                          nn.Linear(WIDE[2], WIDE[3]))
+    gen = torch.Generator().manual_seed(200 + seed)
+    return model, (torch.randn(4, WIDE[0], generator=gen), torch.randint(0, 10, (4,), generator=gen))
+
+
+def _true_element(model: nn.Module, xy: tuple) -> float:
+    """Returns the correct gradient of the bugged element (0 when its input unit is dead: nothing to catch)."""
+    twin = nn.Sequential(*[nn.Linear(m.in_features, m.out_features) if isinstance(m, nn.Linear) else m
+                           for m in model]).double()
+    twin.load_state_dict(model.state_dict())
+    F.cross_entropy(twin(xy[0].double()), xy[1]).backward()
+    return float(twin[2].weight.grad[ELEMENT])
+
+
+def weight_reads(seed: int) -> float:
+    """Returns the float64 weights one check of the 10M model reads, in model forwards (load-independent).
+
+    Counted by a global module forward hook (Linear layers) plus the custom Function's calls outside its
+    module (the Function checked alone); the forwards at batch 4 are bound by reading the weights.
+    """
+    model, xy = wide(seed)
+    n, read = sum(p.numel() for p in model.parameters()), [0]
+    original = ElementBug.forward
+
+    def module_hook(mod: nn.Module, inp: Any, out: Any) -> None:
+        if isinstance(mod, nn.Linear) and mod.weight.dtype == torch.float64:
+            read[0] += mod.weight.numel() * (0 if isinstance(mod, ElementBugLinear) else 1)
+
+    def counted(ctx: Any, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        read[0] += w.numel() if w.dtype == torch.float64 else 0
+        return original(ctx, x, w, b)
+
+    handle = torch.nn.modules.module.register_module_forward_hook(module_hook)
+    ElementBug.forward = staticmethod(counted)  # type: ignore[method-assign]
+    try:
+        check_gradients(model, F.cross_entropy, xy, seed=seed)
+    finally:
+        handle.remove()
+        ElementBug.forward = staticmethod(original)  # type: ignore[method-assign]
+    return read[0] / n
+
+
+def scale(seeds: int, count: bool = False) -> None:
+    """Prints, per seed, babysit's cold time and verdict and torch fast mode's, on the 10M model."""
+    print(f"\n~10M parameters: MLP {WIDE}, middle weight gradient element {list(ELEMENT)} sign-flipped, "
+          f"batch 4, {torch.get_num_threads()} threads, one cold run per seed")
+    print(f"  {'seed':<5} {'true grad':>10} {'babysit s':>9} {'cpu s':>6} {'forwards':>8}  {'caught and named':<34} "
+          f"{'torch fast s':>12}  caught")
+    ours, theirs, units = [], [], []
+    for seed in range(seeds):
+        model, xy = wide(seed)
+        true = _true_element(model, xy)
+        start, cpu = time.perf_counter(), time.process_time()
+        rep = check_gradients(model, F.cross_entropy, xy, seed=seed)
+        ours.append(time.perf_counter() - start)
+        cpu = time.process_time() - cpu
+        w = rep.worst
+        named = (f"yes: {w.where}" if w and w.index == ELEMENT and w.name in ("2.weight", "ElementBug.w")
+                 else f"no: {w.where if w else None}")
+        torch.manual_seed(seed)
+        t, ok, _ = torch_check(model.double(), (xy[0].double(), xy[1]), True)
+        theirs.append(t)
+        with torch.no_grad():  # the load-independent unit: one float64 forward of this model, right now
+            fwd = median_time(lambda m=model, b=xy: F.cross_entropy(m(b[0].double()), b[1]), 5)
+        units.append(ours[-1] / fwd)
+        print(f"  {seed:<5} {true:>10.2e} {ours[-1]:>9.2f} {cpu:>6.2f} {units[-1]:>8.0f}  "
+              f"{(named if not rep.ok else 'passed'):<34} {t:>12.2f}  {'no' if ok else 'yes'}")
+    print(f"  median babysit {statistics.median(ours):.2f} s ({statistics.median(units):.0f} float64 forwards), "
+          f"torch fast {statistics.median(theirs):.2f} s, ratio {statistics.median(ours) / statistics.median(theirs):.2f}")
+    if count:
+        reads = [weight_reads(seed) for seed in range(seeds)]
+        print(f"  float64 weights read per check, in model forwards: {', '.join(f'{r:.0f}' for r in reads)}")
+
+
 def main() -> None:
-    """Prints the timing table, the ratios and the localisation table."""
+    """Prints the timing table, the ratios and the localisation table, then the 10M-parameter case."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--full-slow", action="store_true", help="run torch's slow mode on all 300k parameters")
+    ap.add_argument("--only-10m", action="store_true", help="run the ~10M-parameter case only")
+    ap.add_argument("--count-work", action="store_true", help="10M case: count the float64 weights read")
     args = ap.parse_args()
+    if args.only_10m:
+        scale(args.seeds, args.count_work)
+        return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} cores; both tools run with 1 intra-op thread "
           f"(babysit's choice for small forwards); float64, batch 4, median of {args.reps} warm runs "
           "(torch slow mode: 3 runs on 5k, 1 on 300k)")
@@ -185,6 +300,7 @@ def main() -> None:
                 ("torch slow", f"{r['caught']['slow']}/{n}{subset}", "yes" if r["slow_names"] else flat, b["slow"])]
         for tool, caught, names, size in rows:
             print(f"  {label:<6} {tool:<12} {caught:<20} {names:<32} {size if size else '- (passed)':>8}")
+    scale(args.seeds, args.count_work)
 
 if __name__ == "__main__":
     main()

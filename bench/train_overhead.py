@@ -7,7 +7,9 @@ fixed subset the size of the validation set (as babysit does, and as the notes a
 measures validation accuracy only. Runs are interleaved; the medians are printed.
 
     .venv/bin/python bench/train_overhead.py [--reps 7] [--epochs 10] [--width 512] [--threads 2]
-        [--checkpoint-interval 5]
+        [--checkpoint-interval 5] [--monitor]
+
+babysit runs with monitor=False (no telemetry: the loop's own fixed cost) unless --monitor is given.
 """
 
 from __future__ import annotations
@@ -55,11 +57,11 @@ def hand_loop(splits, hp, epochs, seed, train_acc: bool) -> float:
     return val_acc
 
 
-def babysit_run(task, hp, epochs, seed, checkpoint_interval: float = 5.0) -> float:
+def babysit_run(task, hp, epochs, seed, checkpoint_interval: float = 5.0, monitor: bool = False) -> float:
     d = tempfile.mkdtemp(prefix="bench-babysit-")
     try:
         return bs.train(task, hp, epochs=epochs, run_dir=d, seed=seed, device="cpu",
-                        checkpoint_interval=checkpoint_interval).history[-1].val_acc
+                        checkpoint_interval=checkpoint_interval, monitor=monitor).history[-1].val_acc
     finally:
         shutil.rmtree(d)
 
@@ -73,12 +75,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--checkpoint-interval", type=float, default=5.0,
                     help="babysit's checkpoint_interval in seconds (0: a checkpoint every epoch)")
+    ap.add_argument("--monitor", action="store_true", help="train(monitor=True): telemetry at its defaults")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     splits = bs.data.load("mnist1d")
     task = bs.Task(build="mlp", data=splits)
     hp = {"optimizer": "nesterov", "lr": 0.05, "reg": 1e-4, "width": a.width, "depth": 2, "batch_size": a.batch_size}
-    runners = {"babysit": lambda: babysit_run(task, hp, a.epochs, 0, a.checkpoint_interval),
+    runners = {"babysit": lambda: babysit_run(task, hp, a.epochs, 0, a.checkpoint_interval, a.monitor),
                "hand (same work)": lambda: hand_loop(splits, hp, a.epochs, 0, True),
                "hand (minimal)": lambda: hand_loop(splits, hp, a.epochs, 0, False)}
     for fn in runners.values():  # warm-up
@@ -94,7 +97,8 @@ def main() -> None:
             cpu[k].append(time.process_time() - c)
     steps = a.epochs * math.ceil(len(splits.train) / a.batch_size)
     print(f"MNIST-1D MLP width {a.width} depth 2, batch {a.batch_size}, {a.epochs} epochs ({steps} steps), "
-          f"{a.threads} threads, checkpoint_interval {a.checkpoint_interval:g} s, {a.reps} interleaved repetitions")
+          f"{a.threads} threads, checkpoint_interval {a.checkpoint_interval:g} s, monitor={a.monitor}, "
+          f"{a.reps} interleaved repetitions")
     for k, v in times.items():
         print(f"  {k:18s} wall median {statistics.median(v):.3f} s (min {min(v):.3f}, max {max(v):.3f})"
               f"   cpu median {statistics.median(cpu[k]):.3f} s")

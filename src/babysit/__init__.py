@@ -21,10 +21,12 @@ _EXPORTS: dict[str, str] = {
     "BabysitError": "errors", "CheckFailed": "errors", "ConfigError": "errors", "DataError": "errors",
     "MissingExtra": "errors", "StoreError": "errors", "UserCodeError": "errors",
     "EpochRecord": "store", "Run": "store", "Evaluation": "step", "StepRecord": "step",
-    "GradientReport": "gradcheck", "assert_gradients": "gradcheck", "check_function": "gradcheck",
+    "GradientReport": "gradcheck", "assert_gradients": "gradcheck", "check_autograd_function": "gradcheck",
+    "check_function": "gradcheck", "check_layer": "gradcheck", "check_loss": "gradcheck",
     "check_gradients": "gradcheck", "PreflightReport": "preflight", "check_task": "preflight",
     "SanityReport": "sanity", "sanity_checks": "sanity", "Splits": "data", "Stop": "status", "Task": "task",
     "evaluate": "runs", "load": "runs", "train": "train",
+    "Finding": "diagnose", "diagnose": "diagnose", "report": "report", "watch": "telemetry",
     "Stage": "search", "Study": "search", "Trial": "search", "choice": "search", "intuniform": "search",
     "load_study": "search", "loguniform": "search", "lr_find": "search", "search": "search", "uniform": "search",
 }
@@ -66,7 +68,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from . import config, data, errors, gradcheck, hparams, losses, models, optim, sanity, status, step, store
     from .data import Splits
     from .errors import BabysitError, CheckFailed, ConfigError, DataError, MissingExtra, StoreError, UserCodeError
-    from .gradcheck import GradientReport, assert_gradients, check_function, check_gradients
+    from .gradcheck import (GradientReport, assert_gradients, check_autograd_function, check_function,
+                            check_gradients, check_layer, check_loss)
     from .preflight import PreflightReport, check_task
     from .runs import evaluate, load
     from .sanity import SanityReport, sanity_checks
@@ -75,4 +78,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .store import EpochRecord, Run
     from .task import Task
     from .train import train
+    from .diagnose import Finding, diagnose
+    from .report import report
+    from .telemetry import watch
     from .search import Stage, Study, Trial, choice, intuniform, load_study, loguniform, lr_find, search, uniform

@@ -83,8 +83,8 @@ def _keys(*keys: Key) -> dict[str, Key]:
     return {k.name: k for k in keys}
 
 
-_UNIT = {"low": 0.0, "high": 1.0, "high_open": True}
-_FRACTION = {"low": 0.0, "high": 1.0, "low_open": True, "high_open": True}
+_UNIT: dict[str, Any] = {"low": 0.0, "high": 1.0, "high_open": True}
+_FRACTION: dict[str, Any] = {"low": 0.0, "high": 1.0, "low_open": True, "high_open": True}
 KEYS: dict[str, Key] = _keys(
     Key("optimizer", str, "sgd", choices=UPDATE_RULES, noun="update rule", hint="the notes recommend nesterov or adam",
         search=UPDATE_RULES),

@@ -35,6 +35,8 @@ from .store import (LOCK_NAME, SCHEMA_VERSION, CheckpointWriter, DirLock, EpochR
 from .store.lock import describe as describe_holder
 from .task import Task
 from .threads import resolve_threads, torch_threads
+from .diagnose import LiveDiagnosis
+from .telemetry.runs import watch_training
 
 __all__ = ["Observer", "Plan", "pick_device", "prepare", "resolve_hp", "train"]
 
@@ -285,7 +287,7 @@ def train(task: Task, hp: Mapping[str, Any], *, epochs: int, run_dir: str | Path
           batch_size: int | None = None, resume: bool = False, force: bool = False,
           device: str | torch.device = "auto", observers: Sequence[Observer] = (),
           checkpoint_interval: float = 5.0, stop: Stop | None = None, allow_unknown: bool = False,
-          threads: int | str | None = "auto") -> Run:
+          threads: int | str | None = "auto", monitor: bool = True) -> Run:
     """Returns the Run after training task's model with hp for `epochs` epochs, kept in run_dir.
 
     Ends as "completed", "early_stopped", "diverged" (a NaN/inf loss; no exception), "interrupted"
@@ -294,6 +296,8 @@ def train(task: Task, hp: Mapping[str, Any], *, epochs: int, run_dir: str | Path
     the same numbers. checkpoint_interval: at most one write per this many seconds (0: every epoch).
     threads: "auto" (1 for small steps, this process's share of the cores for big ones; a resume keeps
     the count it started with), an int, or None to leave torch's setting alone; restored after the call.
+    monitor=True records the notes' instruments (babysit.telemetry.watch) and diagnoses each epoch;
+    False attaches nothing.
     """
     plan, model = _plan(task, hp, epochs, run_dir, seed, batch_size, resume, force, device, checkpoint_interval,
                         allow_unknown)
@@ -309,23 +313,30 @@ def train(task: Task, hp: Mapping[str, Any], *, epochs: int, run_dir: str | Path
         write_config(run_dir, plan.config)
         with torch_threads(n):
             return _train_locked(task, hp, epochs, run_dir, seed, dev, loop, ckpt, plan, checkpoint_interval,
-                                 observers, stop, n)
+                                 observers, stop, n, monitor)
     finally:
         lock.release()
 
 
 def _train_locked(task: Task, hp: dict[str, Any], epochs: int, run_dir: Path, seed: int, dev: torch.device,
                   loop: _Loop, ckpt: Mapping[str, Any] | None, plan: Plan, checkpoint_interval: float,
-                  observers: Sequence[Any], stop: Stop | None, threads: int | None) -> Run:
+                  observers: Sequence[Any], stop: Stop | None, threads: int | None, monitor: bool) -> Run:
     store = RunStore(run_dir)
     writer = CheckpointWriter(run_dir, interval=checkpoint_interval, metric=task.metric.name, mode=task.metric.mode)
+    watcher = None
     try:
         if ckpt is not None:
             loop.restore(ckpt)
         store.set_meta(unused_keys=json.dumps(list(plan.unused)), threads=threads or torch.get_num_threads())
         stop = stop if stop is not None else Stop()
+        if monitor:  # telemetry first: the observers after it see this epoch's probe
+            watcher = watch_training(task, loop.model, loop.optimizer, store, start_step=loop.step,
+                                     start_epoch=loop.epoch)
+            observers = [watcher.observer, LiveDiagnosis(watcher.snapshot, run_dir, store=store), *observers]
         return _run(task, hp, epochs, run_dir, seed, dev, loop, store, writer, observers, stop)
     finally:
+        if watcher is not None:
+            watcher.close()
         writer.close()
         store.close()
 

@@ -73,6 +73,9 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--only", action="append", metavar="CHECK",
                    help="run only these sanity checks (repeatable): " + ", ".join(_CHECKS))
     c.add_argument("--json", action="store_true", help="print the report as JSON")
+    from .look import add_parsers as add_look_parsers  # report, diagnose, export
+
+    add_look_parsers(sub)
     from .search import add_parsers  # search, study, lr-find
 
     add_parsers(sub)

@@ -14,7 +14,28 @@ from ..status import EXIT_FAILED, EXIT_OK, EXIT_USER_CODE, exit_code
 from .args import build_config, search_path
 from .output import key_values, progress_for
 
-__all__ = ["cmd_check", "cmd_train"]
+__all__ = ["cmd_check", "cmd_train", "quick_optimizers"]
+
+_DYNAMO_WRAPPED = ("add_param_group", "zero_grad", "state_dict", "load_state_dict")
+
+
+def quick_optimizers() -> None:
+    """Spares a `babysit` process the 1.3 s import of torch._dynamo (and sympy) that torch.optim's first use costs.
+
+    torch wraps these Optimizer methods in torch._disable_dynamo, which imports torch._dynamo on their
+    first call only to mark them "not to be compiled". babysit's commands compile nothing, so each is
+    marked with itself. Only the command line does this; the library leaves torch as it is.
+    """
+    import sys
+
+    if "torch._dynamo" in sys.modules:
+        return
+    import torch
+
+    for name in _DYNAMO_WRAPPED:
+        original = getattr(getattr(torch.optim.Optimizer, name, None), "__wrapped__", None)
+        if callable(original) and getattr(original, "__dynamo_disable", None) is None:
+            original.__dynamo_disable = original  # type: ignore[attr-defined]
 
 
 def _default_run_dir(cfg: Any) -> str:
@@ -67,6 +88,7 @@ def _plain(x: Any) -> Any:
 def cmd_train(args: argparse.Namespace, console: Any) -> int:
     """Runs `babysit train`; returns the exit code of the run's status (DESIGN.md §3)."""
     cfg = build_config(args)
+    quick_optimizers()
     from ..task import Task
     from ..train import prepare, train
 
@@ -76,10 +98,13 @@ def cmd_train(args: argparse.Namespace, console: Any) -> int:
               checkpoint_interval=cfg.train.checkpoint_interval, allow_unknown=args.allow_unknown)
     if args.dry_run:
         return _dry_run(prepare(task, cfg.hp, **kw), args.json)  # type: ignore[arg-type]
+    from ..report import ReportObserver
+
     progress = progress_for(console, cfg.train.epochs)
+    live_report = ReportObserver(kw["run_dir"])
     start = time.perf_counter()
     with getattr(progress, "progress", nullcontext()):
-        run = train(task, cfg.hp, observers=[progress], threads=cfg.train.threads or "auto",
+        run = train(task, cfg.hp, observers=[progress, live_report], threads=cfg.train.threads or "auto",
                     **kw)  # type: ignore[arg-type]
     test = None
     if args.test and run.best_checkpoint is not None and task.splits.test is not None:
@@ -93,6 +118,7 @@ def cmd_train(args: argparse.Namespace, console: Any) -> int:
     else:
         console.print(_summary(run, test, time.perf_counter() - start), markup=False, highlight=False,
                       soft_wrap=True)
+        console.print(f"report: {live_report.path}", markup=False, highlight=False, soft_wrap=True)
     return exit_code(run.status)
 
 
@@ -105,6 +131,7 @@ def _crashed(report: Any) -> list[str]:
 def cmd_check(args: argparse.Namespace, console: Any) -> int:
     """Runs `babysit check`; returns 0 when every check passes, 1 when one fails, 3 when the user's code raised."""
     cfg = build_config(args)
+    quick_optimizers()
     from ..preflight import check_task
     from ..task import Task
 

@@ -21,6 +21,12 @@ class PlainProgress:
         self._last = -float("inf")
         self._started = clock()
 
+    def on_step(self, record: Any) -> None:
+        """Per-step progress is not for logs."""
+
+    def on_end(self, run: Any) -> None:
+        """The summary follows."""
+
     def on_epoch(self, record: Any) -> None:
         now = self._clock()
         if now - self._last < self.interval and record.epoch < self.epochs:
@@ -48,6 +54,9 @@ class TerminalProgress:
     def on_epoch(self, record: Any) -> None:
         self.progress.update(self.task, completed=record.epoch,
                              info=f"train {record.train_acc:.3f}  val {record.val_acc:.3f}")
+
+    def on_end(self, run: Any) -> None:
+        """The bar is transient: it goes with the run."""
 
 
 def progress_for(console: Any, epochs: int) -> TerminalProgress | PlainProgress:

@@ -223,7 +223,7 @@ def digest(ds: Dataset, rows: int = DIGEST_ROWS) -> str:
             h.update(t.detach().cpu().contiguous().numpy().tobytes())
     else:
         for i in idx:
-            x, y = _example(ds, "data", int(i))
-            h.update(x.detach().cpu().contiguous().numpy().tobytes())
-            h.update(str(y).encode())
+            xi, yi = _example(ds, "data", int(i))
+            h.update(xi.detach().cpu().contiguous().numpy().tobytes())
+            h.update(str(yi).encode())
     return f"sha256:{h.hexdigest()[:16]}/n={n}"

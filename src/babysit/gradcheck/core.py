@@ -2,209 +2,122 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from ..errors import CheckFailed, ConfigError
-from .advice import advise, failing
-from .kinks import KinkRecorder
+from .advice import failing
+from .custom import check_calls, recording
+from .dtype import FALLBACK_H, FALLBACK_TOL, clash, compare, model_dtype, own_gradients
+from .probe import PARAM_SCALE
+from .measure import (
+    SWEEP_STEPS,
+    Step,
+    assemble_report,
+    few_threads,
+    make_targets,
+    measure_steps,
+    merge,
+    mismatched,
+)
 from .objective import Objective, build_objective, burn_in_steps, validate_options
-from .probe import Prober, Target, roundoff_floor
-from .report import Entry, GradientReport, TensorSummary, verdict
-from .sampling import random_directions, stratified_coordinates
+from .report import DtypeCheck, GradientReport
 
-__all__ = [
-    "SWEEP_STEPS",
-    "assemble_report",
-    "assert_gradients",
-    "check_gradients",
-    "few_threads",
-    "measure",
-    "measure_steps",
-    "mismatched",
-    "pick_worst",
-    "summarise",
-]
+__all__ = ["SWEEP_STEPS", "assert_gradients", "check_gradients", "few_threads"]
 
 log = logging.getLogger(__name__)
 
-SWEEP_STEPS = (1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8)
-SMALL_WORK = 10_000_000  # parameters x batch below which one intra-op thread is faster
-Step = float | str
-
-
-def _rel(e: Entry) -> float:
-    """Returns the relative error with NaN ranked worst."""
-    return e.rel_error if math.isfinite(e.rel_error) else math.inf
-
-
-def _resolvable(entries: Sequence[Entry]) -> list[Entry]:
-    """Returns the counted entries that carry signal: failing, or nonzero and above the tiny floor."""
-    return [e for e in entries if not e.kink_crossed
-            and (not e.passed or (not e.tiny and max(abs(e.analytic), abs(e.numeric)) > 0.0))]
-
-
-def pick_worst(entries: Sequence[Entry]) -> Entry | None:
-    """Returns the failing entry with the largest relative error, else the largest resolvable one.
-
-    A failing coordinate beats a failing direction: it names an index to look at.
-    """
-    bad = failing(entries)
-    pool = ([e for e in bad if e.index is not None] or bad or _resolvable(entries)
-            or [e for e in entries if not e.kink_crossed] or list(entries))
-    return max(pool, key=_rel) if pool else None
-
-
-def summarise(name: str, entries: Sequence[Entry], backward_differs: bool) -> TensorSummary:
-    """Returns one tensor's summary: ok, entries checked, worst relative error, kinks excused, verdict.
-
-    Entries below the round-off floor carry no signal, so they do not set the verdict.
-    """
-    counted = [e for e in entries if not e.kink_crossed]
-    resolvable = _resolvable(entries)
-    ok = all(e.passed for e in counted) and not backward_differs
-    worst = max((_rel(e) for e in resolvable or counted), default=0.0)
-    if backward_differs:
-        word = "wrong"
-    elif resolvable:
-        word = verdict(worst)
-    else:
-        word = "tiny" if any(e.tiny for e in counted) else "good"
-    return TensorSummary(ok, len(entries), worst, len(entries) - len(counted), word, sum(e.tiny for e in counted))
-
-
-def _targets(leaves: Mapping[str, torch.Tensor], grads: Mapping[str, torch.Tensor], per_tensor: int,
-             directions: int, seed: int) -> list[Target]:
-    """Returns one Target per tensor: stratified coordinates plus unit random directions."""
-    out = []
-    for k, (name, tensor) in enumerate(leaves.items()):
-        rng = np.random.default_rng([seed, k])
-        coords = stratified_coordinates(tuple(tensor.shape), per_tensor, rng)
-        dirs = random_directions(tensor, directions, seed * 7919 + k) if tensor.numel() > 1 else []
-        out.append(Target(name, tensor, grads[name], coords, dirs, rng))
-    return out
-
-
-def _repeat_entry(prober: Prober, leaf: Target, first: torch.Tensor, second: torch.Tensor, h: float) -> Entry:
-    """Returns the second backward's value checked at the element where the two backwards differ most."""
-    gap = torch.nan_to_num((first - second).abs(), nan=math.inf)
-    idx = tuple(int(i) for i in np.unravel_index(int(gap.argmax()), tuple(first.shape)))
-    again = Target(leaf.name, leaf.tensor, second, [idx], [], leaf.rng)
-    return prober.entry(again, idx, h)
-
-
-def _tensor_entries(prober: Prober, t: Target, h: float) -> list[Entry]:
-    """Returns the entries of one tensor; a failing direction is bisected to a failing coordinate."""
-    got = [prober.entry(t, c, h) for c in t.coords]
-    coords_ok = all(e.passed or e.kink_crossed for e in got)
-    for v in t.directions:
-        e = prober.entry(t, v, h)
-        got.append(e)
-        if coords_ok and not (e.passed or e.kink_crossed):
-            found = prober.localise(t, v, h)
-            coords_ok = found is None
-            got += [found] if found is not None else []
-    return got
-
-
-def measure(value: Callable[[], float], loss: float, targets: Iterable[Target], h: float, tol: float,
-            repeats: Mapping[str, torch.Tensor]) -> tuple[list[Entry], int, set[str]]:
-    """Returns (entries, kink crossings, kinked ops seen) for every target at step h.
-
-    The dispatch mode that records kinks is installed only here, around the numerical evaluations.
-    """
-    recorder = KinkRecorder()
-    prober = Prober(value, loss, tol, recorder)
-    entries: list[Entry] = []
-    with recorder:
-        for t in targets:
-            entries += _tensor_entries(prober, t, h)
-            if t.name in repeats:
-                entries.append(_repeat_entry(prober, t, t.grad, repeats[t.name], h))
-    return entries, prober.crossings, recorder.seen
-
-
-def _sweep_score(entries: Sequence[Entry]) -> float:
-    """Returns the worst relative error of the counted entries (tiny ones included: noise shows here)."""
-    return max((_rel(e) for e in entries if not e.kink_crossed), default=0.0)
-
-
-def mismatched(first: Mapping[str, torch.Tensor], second: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Returns name -> second gradient for every tensor whose two backward passes differ."""
-    return {n: second[n] for n in first
-            if not torch.allclose(first[n], second[n], rtol=1e-10, atol=1e-300, equal_nan=True)}
-
-
-def measure_steps(value: Callable[[], float], loss: float, targets: Sequence[Target], h: Step, tol: float,
-                  repeats: Mapping[str, torch.Tensor]) -> dict[str, Any]:
-    """Returns the raw results at h, or at the best step of the sweep 1e-3 ... 1e-8 when h == "sweep".
-
-    The notes: smaller h is not always better (round-off); the best step has the smallest worst error.
-    """
-    runs = []
-    for step in (SWEEP_STEPS if h == "sweep" else (float(h),)):
-        entries, crossings, seen = measure(value, loss, targets, step, tol, repeats)
-        runs.append((_sweep_score(entries), step, entries, crossings, seen))
-        log.debug("h=%.0e: worst relative error %.3g", step, runs[-1][0])
-    best = min(runs, key=lambda r: r[0])
-    sweep = tuple((r[1], r[0]) for r in runs) if h == "sweep" else ()
-    return {"loss": loss, "h": best[1], "entries": best[2], "crossings": best[3], "seen": best[4],
-            "sweep": sweep, "mismatch": tuple(repeats)}
-
 
 def _run(obj: Objective, leaves: Mapping[str, torch.Tensor], h: Step, tol: float, per_tensor: int,
-         directions: int, seed: int) -> dict[str, Any]:
-    """Returns the raw results of checking every leaf of the objective."""
+         directions: int, seed: int, eps: float) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Returns (raw results of checking every leaf of the objective, the analytic gradients)."""
     loss, grads, again = obj.gradients(dict(leaves))
     if not math.isfinite(loss):
         raise ConfigError(f"loss_fn: the objective is {loss} at the check point; a gradient check needs a "
                           "finite loss (lower the init scale or check the loss)")
-    targets = _targets(leaves, grads, per_tensor, directions, seed)
-    return measure_steps(obj.value, loss, targets, h, tol, mismatched(grads, again))
+    params = {n for n, _ in obj.model.named_parameters()}
+    # float64 checks keep parameter steps at or above the notes' absolute h; a float32 fallback (eps ~1e-7,
+    # h 1e-2) stays purely relative, or its steps would be far too coarse
+    floors = {n: PARAM_SCALE for n in leaves if n in params} if eps < 1e-12 else {}
+    targets = make_targets(leaves, grads, per_tensor, directions, seed, obj.suffix_values(list(leaves)), floors)
+    return measure_steps(obj.value, loss, targets, h, tol, mismatched(grads, again), eps=eps), grads
 
 
-def assemble_report(raw: dict[str, Any], names: Sequence[str], tol: float, seconds: float, has_dropout: bool,
-                    stochastic: str, numpy_code: bool = False) -> GradientReport:
-    """Returns the GradientReport assembled from the raw results."""
-    entries: list[Entry] = raw["entries"]
-    by_tensor = {n: summarise(n, [e for e in entries if e.name == n], n in raw["mismatch"]) for n in names}
-    floor = roundoff_floor(raw["loss"], raw["h"])
-    kink_ops = tuple(sorted(raw["seen"]))
-    ok = all(s.ok for s in by_tensor.values())
-    advice = advise(entries, raw["mismatch"], raw["loss"], floor, kink_ops, has_dropout, stochastic, numpy_code)
-    return GradientReport(ok, pick_worst(entries), tuple(entries), by_tensor, raw["h"], seconds, tol, raw["loss"],
-                          floor, raw["crossings"], kink_ops, raw["mismatch"], raw["sweep"], stochastic, advice)
+def _functions(obj: Objective, h: Step, tol: float, seed: int, eps: float, directions: int,
+               named: bool) -> tuple[dict[str, Any] | None, list[str]]:
+    """Returns the raw results and entry names of every custom autograd Function in the objective's graph.
 
-
-@contextlib.contextmanager
-def few_threads(work: int) -> Iterator[None]:
-    """Runs the block with one intra-op thread when one evaluation is small (work <= SMALL_WORK).
-
-    A check is hundreds of microsecond-sized forwards; on a busy machine thread hand-offs cost 10x the math.
+    Failing directions are bisected to an index only when the model's own check named none (`named`).
     """
-    before = torch.get_num_threads()
-    shrink = work <= SMALL_WORK and before > 1
-    if shrink:
-        torch.set_num_threads(1)
+    classes = list(obj.custom)
+    if not classes:
+        return None, []
+    with recording(classes) as calls, torch.enable_grad():
+        obj.forward()
+    return check_calls(calls, h, tol, seed, eps, directions=directions, bisect=not named)
+
+
+def _own_dtype(model: nn.Module, obj: Objective, batch: Sequence[Any], grads: Mapping[str, torch.Tensor],
+               fallback: str) -> DtypeCheck | None:
+    """Returns the findings of one backward in the model's own dtype (None when that is float64)."""
+    dtype = model_dtype(model, batch[0])
+    if fallback:
+        return DtypeCheck(str(dtype).removeprefix("torch."), compare(dtype, grads, {}).nonfinite, (), fallback)
+    if dtype == torch.float64:
+        return None
     try:
-        yield
-    finally:
-        if shrink:
-            torch.set_num_threads(before)
+        own = own_gradients(model, obj.loss_of, batch, list(grads), obj.model.training, obj.seed)
+    except Exception as exc:  # noqa: BLE001  (the user's model in its own dtype: the check goes on)
+        log.warning("the backward in the model's own dtype %s raised %s; not compared", dtype, exc)
+        return None
+    return compare(dtype, own, grads)
+
+
+def _check_in(dtype: torch.dtype, fallback: str, model: nn.Module, loss_fn: Callable | None,
+              batch: Sequence[Any], h: Step, tol: float, per_tensor: int, seed: int, burn_in: int, stochastic: str,
+              check_inputs: bool, directions: int,
+              penalty: Callable | None) -> tuple[dict[str, Any], Objective, list[str], list[str], DtypeCheck | None]:
+    """Returns (raw results, objective, tensor names, Function entry names, own-dtype findings) in dtype."""
+    obj = build_objective(model, loss_fn, batch, stochastic, seed, penalty, check_inputs, dtype)
+    eps = float(torch.finfo(dtype).eps)
+    if fallback:
+        h, tol = (h if h == "sweep" else max(float(h), FALLBACK_H)), max(tol, FALLBACK_TOL)
+    leaves = obj.leaves(check_inputs)
+    with few_threads(_work(obj.model, obj.x)):
+        if burn_in:
+            burn_in_steps(obj, burn_in)
+        raw, grads = _run(obj, leaves, h, tol, per_tensor, directions, seed, eps)
+        named = any(e.index is not None for e in failing(raw["entries"]))
+        fn_raw, fn_names = _functions(obj, h, tol, seed, eps, directions, named)
+        own = _own_dtype(model, obj, batch, grads, fallback) if not burn_in else None
+    raw["tol"] = tol
+    return (merge(raw, fn_raw) if fn_raw else raw), obj, list(leaves), fn_names, own
+
+
+def _check(model: nn.Module, loss_fn: Callable | None, batch: Sequence[Any], *args: Any) -> tuple:
+    """Returns _check_in's results in float64, or in the model's own dtype when the float64 copy breaks it."""
+    try:
+        return _check_in(torch.float64, "", model, loss_fn, batch, *args)
+    except (RuntimeError, TypeError) as exc:
+        own = model_dtype(model, batch[0] if isinstance(batch, (tuple, list)) and batch else None)
+        if not clash(exc, own):
+            raise
+        log.info("the float64 copy broke the model (%s); checking in %s", exc, own)
+        reason = (f"the float64 copy failed ({str(exc).splitlines()[0][:120]}); h={FALLBACK_H:g} and "
+                  f"tol={FALLBACK_TOL:g} for {str(own).removeprefix('torch.')}")
+        return _check_in(own, reason, model, loss_fn, batch, *args)
 
 
 def _work(model: nn.Module, x: torch.Tensor) -> int:
     """Returns parameters x batch size: a rough size of one forward pass."""
     batch = x.shape[0] if x.dim() > 0 else 1
-    return sum(p.numel() for p in model.parameters()) * batch
+    return max(sum(p.numel() for p in model.parameters()), x.numel()) * batch
 
 
 def _devices(model: nn.Module) -> list[int]:
@@ -212,7 +125,7 @@ def _devices(model: nn.Module) -> list[int]:
     return sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
 
 
-def check_gradients(model: nn.Module, loss_fn: Callable[[Any, Any], torch.Tensor], batch: Sequence[Any], *,
+def check_gradients(model: nn.Module, loss_fn: Callable[[Any, Any], torch.Tensor] | None, batch: Sequence[Any], *,
                     per_tensor: int = 10, h: Step = 1e-5, tol: float = 1e-5, seed: int = 0, burn_in: int = 0,
                     stochastic: str = "eval", check_inputs: bool = False, directions: int = 3,
                     penalty: Callable[[nn.Module], torch.Tensor] | None = None) -> GradientReport:
@@ -223,25 +136,23 @@ def check_gradients(model: nn.Module, loss_fn: Callable[[Any, Any], torch.Tensor
     validate_options(per_tensor, h, tol, burn_in, stochastic, directions, seed)
     start = time.perf_counter()
     with torch.random.fork_rng(devices=_devices(model) if isinstance(model, nn.Module) else []):
-        obj = build_objective(model, loss_fn, batch, stochastic, seed, penalty, check_inputs)
-        leaves = obj.leaves(check_inputs)
-        with few_threads(_work(obj.model, obj.x)):
-            if burn_in:
-                burn_in_steps(obj, burn_in)
-            raw = _run(obj, leaves, h, tol, per_tensor, directions, seed)
+        raw, obj, names, fn_names, own = _check(model, loss_fn, batch, h, tol, per_tensor, seed, burn_in,
+                                                stochastic, check_inputs, directions, penalty)
     has_dropout = any(isinstance(m, nn.modules.dropout._DropoutNd) for m in obj.model.modules())
-    report = assemble_report(raw, list(leaves), tol, time.perf_counter() - start, has_dropout, stochastic)
+    report = assemble_report(raw, names, raw["tol"], time.perf_counter() - start, has_dropout, stochastic,
+                             functions=fn_names, own=own)
     log.info("gradient check %s in %.3f s (worst %s)", "passed" if report.ok else "FAILED", report.seconds,
              report.worst.where if report.worst else None)
     return report
 
 
-def assert_gradients(model: nn.Module, loss_fn: Callable[[Any, Any], torch.Tensor], batch: Sequence[Any],
+def assert_gradients(model: nn.Module, loss_fn: Callable[[Any, Any], torch.Tensor] | None, batch: Sequence[Any],
                      **kw: Any) -> None:
     """Returns None when check_gradients passes; raises CheckFailed (an AssertionError) with the short report.
 
     One line in a pytest test: assert_gradients(model, loss_fn, (x, y)).
     """
+    __tracebackhide__ = True  # pytest shows the caller's line, not babysit's frames
     report = check_gradients(model, loss_fn, batch, **kw)
     if not report.ok:
         raise CheckFailed(str(report))

@@ -9,13 +9,14 @@ relu, clamp, max-pool indices, where-conditions and comparisons are all seen the
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-__all__ = ["KINK_OPS", "KinkRecorder", "Trace", "same_branches"]
+__all__ = ["KINK_OPS", "KinkRecorder", "Trace", "new_recorder", "same_branches"]
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +213,15 @@ class KinkRecorder(TorchDispatchMode):
         self.trace: Trace | None = None
         self.seen: set[str] = set()
 
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        """Returns False: no torch._dynamo.disable wrapper, whose first call imports dynamo and sympy (1.3 s).
+
+        The recorder only runs eager forwards of a check; where dynamo is loaded, new_recorder() picks the
+        wrapped twin so that compiled user code never traces into this method.
+        """
+        return False
+
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
         trace = self.trace
@@ -237,6 +247,23 @@ class KinkRecorder(TorchDispatchMode):
         for op, _ in trace:
             self.seen.add(op.__name__)
         return value, trace
+
+
+class _DynamoSafeRecorder(KinkRecorder):
+    """The recorder behind torch's dynamo-disable wrapper (for processes that already loaded dynamo)."""
+
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        """Returns True: torch wraps __torch_dispatch__ in torch._dynamo.disable (cheap once dynamo is loaded)."""
+        return True
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        return KinkRecorder.__torch_dispatch__(self, func, types, args, kwargs)
+
+
+def new_recorder() -> KinkRecorder:
+    """Returns a KinkRecorder: the dynamo-safe one when torch._dynamo is already imported, else the light one."""
+    return _DynamoSafeRecorder() if "torch._dynamo" in sys.modules else KinkRecorder()
 
 
 def _equal(a: Any, b: Any) -> bool:

@@ -7,6 +7,7 @@ The notes: "use double precision" (relative errors drop from 1e-2 to 1e-8), and 
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import math
 import numbers
@@ -18,6 +19,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from .graph import custom_nodes, function_classes, reached
 
 __all__ = ["STOCHASTIC_MODES", "Objective", "build_objective", "burn_in_steps", "scalar", "validate_options"]
 
@@ -70,16 +72,16 @@ def scalar(value: Any, what: str) -> torch.Tensor:
     return value.reshape(())
 
 
-def _float64(value: Any) -> Any:
-    """Returns a detached float64 copy of a floating tensor; other values unchanged."""
+def _float64(value: Any, dtype: torch.dtype = torch.float64) -> Any:
+    """Returns a detached copy of a floating tensor in dtype (float64 by default); other values unchanged."""
     if isinstance(value, torch.Tensor):
         value = value.detach().clone()
-        return value.to(torch.float64) if value.is_floating_point() else value
+        return value.to(dtype) if value.is_floating_point() else value
     return value
 
 
-def _copy_model(model: nn.Module) -> nn.Module:
-    """Returns a float64 deep copy of the model with no gradients: the caller's model is never touched."""
+def _copy_model(model: nn.Module, dtype: torch.dtype = torch.float64) -> nn.Module:
+    """Returns a deep copy of the model in dtype with no gradients: the caller's model is never touched."""
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model={type(model).__name__}: must be a torch.nn.Module")
     try:
@@ -87,7 +89,7 @@ def _copy_model(model: nn.Module) -> nn.Module:
     except Exception as exc:  # deepcopy fails on non-leaf tensors kept as attributes, open files, ...
         raise ConfigError(f"model: cannot deep-copy {type(model).__name__} ({exc}); the check works on a copy "
                           "so that your model is never touched") from exc
-    twin = twin.to(torch.float64)
+    twin = twin.to(dtype)
     for p in twin.parameters():
         p.grad = None
     return twin
@@ -100,18 +102,59 @@ class Objective:
     model: nn.Module
     x: torch.Tensor
     y: Any
-    loss_fn: Callable[[Any, Any], torch.Tensor]
+    loss_fn: Callable[[Any, Any], torch.Tensor] | None
     penalty: Callable[[nn.Module], torch.Tensor] | None
     seed: int | None
+    custom: tuple = ()  # the custom autograd Functions the loss depends on (found by the analytic pass)
+
+    def loss_of(self, model: nn.Module, x: Any, y: Any) -> torch.Tensor:
+        """Returns loss_fn(model(x), y) [+ penalty(model)]; with loss_fn=None the model returns its own loss."""
+        if self.loss_fn is None:
+            loss = scalar(model(x, y) if y is not None else model(x), "model (loss_fn=None)")
+        else:
+            loss = scalar(self.loss_fn(model(x), y), "loss_fn")
+        if self.penalty is not None:
+            loss = loss + scalar(self.penalty(model), "penalty")
+        return loss
+
+    def suffix_values(self, names: list[str]) -> dict[str, Callable[[], float]]:
+        """Returns name -> f that reruns an nn.Sequential from the child holding that parameter.
+
+        The children before it see no change when it is perturbed, so their outputs are computed once;
+        only deterministic runs (eval mode, no reseeding) and a separate loss_fn qualify.
+        """
+        model = self.model
+        if not isinstance(model, nn.Sequential) or self.seed is not None or model.training or self.loss_fn is None:
+            return {}
+        children = list(model)
+        with torch.no_grad():
+            inputs = [self.x]
+            for child in children[:-1]:
+                inputs.append(child(inputs[-1]))
+
+        def value(k: int) -> float:
+            with torch.no_grad():
+                h = inputs[k]
+                for child in children[k:]:
+                    h = child(h)
+                return float(self.finish(h))
+
+        starts = {n: int(n.split(".")[0]) for n in names if n.split(".")[0].isdigit()}
+        return {n: functools.partial(value, k) for n, k in starts.items() if 0 < k < len(children)}
+
+    def finish(self, out: Any) -> torch.Tensor:
+        """Returns loss_fn(out, y) [+ penalty(model)] for the model's output."""
+        assert self.loss_fn is not None
+        loss = scalar(self.loss_fn(out, self.y), "loss_fn")
+        if self.penalty is not None:
+            loss = loss + scalar(self.penalty(self.model), "penalty")
+        return loss
 
     def forward(self) -> torch.Tensor:
         """Returns the objective as a 0-d tensor (with a graph when grad mode is on)."""
         if self.seed is not None:
             torch.manual_seed(self.seed)
-        loss = scalar(self.loss_fn(self.model(self.x), self.y), "loss_fn")
-        if self.penalty is not None:
-            loss = loss + scalar(self.penalty(self.model), "penalty")
-        return loss
+        return self.loss_of(self.model, self.x, self.y)
 
     def value(self) -> float:
         """Returns the objective as a float, without building a graph."""
@@ -121,7 +164,7 @@ class Objective:
     def leaves(self, check_inputs: bool) -> dict[str, torch.Tensor]:
         """Returns name -> tensor for every parameter requiring grad (and "input" when asked)."""
         found: dict[str, torch.Tensor] = {n: p for n, p in self.model.named_parameters() if p.requires_grad}
-        if check_inputs:
+        if check_inputs or self.x.requires_grad:
             found["input"] = self.x
         return found
 
@@ -138,42 +181,50 @@ class Objective:
             if not loss.requires_grad:
                 zeros = {n: torch.zeros_like(t) for n, t in leaves.items()}
                 return value, zeros, dict(zeros)
-            first = torch.autograd.grad(loss, tensors, retain_graph=True, allow_unused=True)
+            nodes = custom_nodes(loss)
+            with reached(nodes) as live:
+                first = torch.autograd.grad(loss, tensors, retain_graph=True, allow_unused=True)
+            self.custom = tuple(function_classes(nodes, live))
             second = torch.autograd.grad(loss, tensors, allow_unused=True)
         return value, _fill(leaves, first), _fill(leaves, second)
 
 
 def _fill(leaves: dict[str, torch.Tensor], grads: Sequence[torch.Tensor | None]) -> dict[str, torch.Tensor]:
     """Returns name -> gradient, with zeros where autograd found no path (a detached branch)."""
-    return {n: (g.detach().clone() if g is not None else torch.zeros_like(t))
-            for (n, t), g in zip(leaves.items(), grads)}
+    return {n: (g.detach() if g is not None else torch.zeros_like(t)) for (n, t), g in zip(leaves.items(), grads)}
 
 
-def build_objective(model: nn.Module, loss_fn: Callable, batch: Any, stochastic: str, seed: int,
-                    penalty: Callable | None, check_inputs: bool) -> Objective:
-    """Returns the Objective on float64 copies; raises ConfigError for a malformed batch or model."""
+def build_objective(model: nn.Module, loss_fn: Callable | None, batch: Any, stochastic: str, seed: int,
+                    penalty: Callable | None, check_inputs: bool, dtype: torch.dtype = torch.float64) -> Objective:
+    """Returns the Objective on float64 copies (or dtype); raises ConfigError for a malformed batch or model.
+
+    A model without parameters has its inputs checked.
+    """
     if not isinstance(batch, (tuple, list)) or len(batch) != 2:
         shown = f"{type(batch).__name__} of length {len(batch)}" if isinstance(batch, (tuple, list)) else \
             type(batch).__name__
         raise ConfigError(f"batch={shown}: must be a pair (x, y) of inputs and targets")
     if not isinstance(batch[0], torch.Tensor):
         raise ConfigError(f"batch[0]={type(batch[0]).__name__}: the inputs x must be a torch tensor")
-    if not callable(loss_fn):
-        raise ConfigError(f"loss_fn={loss_fn!r}: must be callable as loss_fn(outputs, targets) -> scalar")
+    if loss_fn is not None and not callable(loss_fn):
+        raise ConfigError(f"loss_fn={loss_fn!r}: must be callable as loss_fn(outputs, targets) -> scalar, or None "
+                          "when the model returns its own loss")
     if penalty is not None and not callable(penalty):
         raise ConfigError(f"penalty={penalty!r}: must be None or callable as penalty(model) -> scalar")
-    twin = _copy_model(model)
-    if not any(p.requires_grad for p in twin.parameters()):
+    twin = _copy_model(model, dtype)
+    if not any(True for _ in twin.parameters()):
+        check_inputs = True
+    elif not any(p.requires_grad for p in twin.parameters()):
         raise ConfigError(f"model: {type(model).__name__} has no parameters with requires_grad=True; "
                           "nothing to check")
-    x = _float64(batch[0])
+    x = _float64(batch[0], dtype)
     if check_inputs:
         if not x.is_floating_point():
             raise ConfigError(f"check_inputs=True: the inputs have dtype {x.dtype}; only floating inputs have "
                               "a gradient (pass check_inputs=False)")
         x.requires_grad_(True)
     twin.train(stochastic == "seeded")
-    return Objective(twin, x, _float64(batch[1]), loss_fn, penalty, seed if stochastic == "seeded" else None)
+    return Objective(twin, x, _float64(batch[1], dtype), loss_fn, penalty, seed if stochastic == "seeded" else None)
 
 
 def burn_in_steps(obj: Objective, steps: int) -> float:

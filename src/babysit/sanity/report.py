@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import shutil
 import textwrap
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,7 +109,7 @@ def _headline(r: SanityReport) -> str:
     return f"sanity checks FAILED: {', '.join(c.name for c in r.failed)} ({tally}) in {r.seconds:.2f} s"
 
 
-def _stacked(r: SanityReport, rows: list[tuple[str, ...]], width: int) -> str:
+def _stacked(r: SanityReport, rows: Sequence[tuple[str, str, str, str, str]], width: int) -> str:
     """Returns the report one check per block (a narrow terminal): fields on their own wrapped lines."""
     lines = [_headline(r)]
     for name, status, measured, expected, advice in rows:

@@ -15,8 +15,9 @@ __all__ = ["read_history", "decode_array", "encode_array"]
 
 
 def encode_array(values: np.ndarray) -> bytes:
-    """Returns an array's values as float16 bytes (first-layer weights need no more precision to be seen)."""
-    return np.ascontiguousarray(values, dtype=np.float16).tobytes()
+    """Returns an array's values as float16 bytes, clipped to its range (first-layer weights need no more to be seen)."""
+    finite = np.nan_to_num(np.asarray(values, dtype=np.float32), nan=0.0, posinf=65504.0, neginf=-65504.0)
+    return np.ascontiguousarray(np.clip(finite, -65504.0, 65504.0), dtype=np.float16).tobytes()
 
 
 def decode_array(data: bytes) -> list[float]:

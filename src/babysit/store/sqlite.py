@@ -145,10 +145,23 @@ class RunStore:
 
     def truncate_after(self, step: int) -> None:
         """Deletes everything logged after a step (a resumed run redoes it)."""
-        self._buffer.clear()
+        self._buffer = [r for r in self._buffer if r[0] <= step]
         self._db.execute("BEGIN")
         for table in ("scalars", "histograms", "arrays", "findings"):
             self._db.execute(f"DELETE FROM {table} WHERE step > ?", (step,))
+        self._db.execute("COMMIT")
+
+    def interpolate_epochs(self, after_step: int, to_step: int, from_epoch: float, to_epoch: float) -> None:
+        """Rewrites the epoch of rows logged in steps (after_step, to_step] linearly (a hand loop learns an
+        epoch's length only at its end)."""
+        self.flush()
+        if to_step <= after_step:
+            return
+        scale = (to_epoch - from_epoch) / (to_step - after_step)
+        self._db.execute("BEGIN")
+        for table in ("scalars", "histograms", "arrays"):
+            self._db.execute(f"UPDATE {table} SET epoch = ? + (step - ?) * ? WHERE step > ? AND step <= ?",
+                             (from_epoch, after_step, scale, after_step, to_step))
         self._db.execute("COMMIT")
 
     def history(self) -> tuple[EpochRecord, ...]:

@@ -1,0 +1,51 @@
+"""The report in a real browser: headless Chromium (driven by selenium) loads every image, shows the findings
+and logs no console error. The screenshot stays in the test's tmp dir as an artefact."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+import babysit as bs
+
+webdriver = pytest.importorskip("selenium.webdriver")
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+DRIVER = shutil.which("chromedriver")
+pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="chromium and chromium-driver are not installed "
+                                "(make test installs them with apt-get)")
+
+
+@pytest.fixture
+def browser():
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    opts = Options()
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,4000"):
+        opts.add_argument(arg)
+    opts.binary_location = CHROMIUM
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(DRIVER), options=opts)
+    yield driver
+    driver.quit()
+
+
+def test_report_opens_in_chromium_with_every_image_loaded(browser, tmp_path):
+    digits = bs.data.load("digits", seed=0)
+    task = bs.Task(build="mlp", data=digits)
+    run = bs.train(task, {"optimizer": "momentum", "lr": 3.0, "width": 32, "batch_size": 64}, epochs=3,
+                   run_dir=tmp_path / "sick")
+    path = bs.report(run.dir)
+    browser.get(path.resolve().as_uri())
+    images = browser.execute_script(
+        "return Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth, i.naturalHeight])")
+    assert len(images) >= 6
+    assert all(ok and w > 100 and h > 50 for _, ok, w, h in images), images
+    findings = browser.find_element("id", "findings")
+    assert findings.is_displayed() and "lr_too_high" in findings.text
+    severe = [log for log in browser.get_log("browser") if log["level"] in ("SEVERE", "ERROR")]
+    assert not severe, severe
+    shot = tmp_path / "report.png"
+    assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
