@@ -64,8 +64,12 @@ def _finished_run(task: Any, run_dir: Path) -> Outcome:
     return Outcome(metric=max(values) if values else None, status="completed", epochs=len(hist))
 
 
-def train_objective(task: Any, *, device: str = "auto", checkpoint_interval: float = 5.0) -> Objective:
-    """Returns the trial objective: train(task, fixed + params) for ctx.epochs, continued or resumed when asked."""
+def train_objective(task: Any, *, device: str = "auto", checkpoint_interval: float = 5.0,
+                    monitor: bool = False) -> Objective:
+    """Returns the trial objective: train(task, fixed + params) for ctx.epochs, continued or resumed when asked.
+
+    monitor=False (default): trials record scalars only (loss, epoch records), no histograms or arrays.
+    """
     def objective(ctx: TrialContext) -> Outcome:
         if ctx.continue_from is not None and not (ctx.run_dir / "config.toml").exists():
             shutil.copytree(ctx.continue_from, ctx.run_dir, dirs_exist_ok=True)  # successive halving
@@ -75,7 +79,7 @@ def train_objective(task: Any, *, device: str = "auto", checkpoint_interval: flo
             return _finished_run(task, ctx.run_dir)
         run = train(task, ctx.hp, epochs=ctx.epochs, run_dir=ctx.run_dir, seed=ctx.seed, resume=resume,
                     force=not resume and ctx.run_dir.exists(), device=device, stop=Stop(_condition(ctx)),
-                    checkpoint_interval=checkpoint_interval)
+                    checkpoint_interval=checkpoint_interval, monitor=monitor)
         best = run.best_metric
         return Outcome(metric=None if best is None else task.metric.score(best), status=run.status,
                        epochs=len(run.history), reason=run.error)
