@@ -5,12 +5,13 @@ from __future__ import annotations
 import babysit as bs
 
 PUBLIC = [
-    "BabysitError", "CheckFailed", "ConfigError", "DataError", "EpochRecord", "Evaluation", "Finding", "GradientReport",
-    "MissingExtra", "PreflightReport", "Run", "SanityReport", "Splits", "StepRecord", "Stop", "StoreError", "Task",
-    "UserCodeError", "__version__", "assert_gradients", "check_autograd_function", "check_function", "check_gradients",
-    "check_layer", "check_loss", "check_task", "config",
-    "data", "diagnose", "errors", "evaluate", "gradcheck", "hparams", "load", "losses", "models", "optim", "report",
-    "sanity", "sanity_checks", "status", "step", "store", "train", "watch",
+    "BabysitError", "CheckFailed", "ConfigError", "DataError", "EpochRecord", "Evaluation", "Finding",
+    "GradientReport", "MissingExtra", "PreflightReport", "Run", "SanityReport", "Splits", "Stage", "StepRecord",
+    "Stop", "StoreError", "Study", "Task", "Trial", "UserCodeError", "__version__", "assert_gradients",
+    "check_autograd_function", "check_function", "check_gradients", "check_layer", "check_loss", "check_task",
+    "choice", "config", "data", "diagnose", "errors", "evaluate", "gradcheck", "hparams", "intuniform", "load",
+    "load_study", "loguniform", "losses", "lr_find", "models", "optim", "report", "sanity", "sanity_checks",
+    "search", "status", "step", "store", "train", "uniform", "watch",
 ]
 
 

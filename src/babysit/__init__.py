@@ -27,6 +27,8 @@ _EXPORTS: dict[str, str] = {
     "SanityReport": "sanity", "sanity_checks": "sanity", "Splits": "data", "Stop": "status", "Task": "task",
     "evaluate": "runs", "load": "runs", "train": "train",
     "Finding": "diagnose", "diagnose": "diagnose", "report": "report", "watch": "telemetry",
+    "Stage": "search", "Study": "search", "Trial": "search", "choice": "search", "intuniform": "search",
+    "load_study": "search", "loguniform": "search", "lr_find": "search", "search": "search", "uniform": "search",
 }
 _SUBMODULES = ("config", "data", "errors", "gradcheck", "hparams", "losses", "models", "optim", "sanity", "status",
                "step", "store")
@@ -78,3 +80,4 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .diagnose import Finding, diagnose
     from .report import report
     from .telemetry import watch
+    from .search import Stage, Study, Trial, choice, intuniform, load_study, loguniform, lr_find, search, uniform

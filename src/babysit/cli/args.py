@@ -76,6 +76,9 @@ def parser() -> argparse.ArgumentParser:
     from .look import add_parsers as add_look_parsers  # report, diagnose, export
 
     add_look_parsers(sub)
+    from .search import add_parsers  # search, study, lr-find
+
+    add_parsers(sub)
     return p
 
 

@@ -1,0 +1,288 @@
+"""The worker: ask -> run the trial objective -> tell, against the study store, until every stage is done.
+
+Workers are symmetric (the notes' workers): nothing central must stay alive. Stages are barriers;
+the first worker to reach an uncreated stage wins the store's election (a study name is created
+once) and queues that stage's trials, which are a pure function of the finished trials before it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from .samplers import is_adaptive, optuna_sampler, propose
+from .space import Param, active, check_space, parse_space, space_to_dict
+from .stages import Stage, refit
+from optuna.exceptions import UpdateFinishedTrialError
+
+from .storage import StudyStore, TrialState, _alive, final_trials, params_of
+
+__all__ = ["TrialContext", "Outcome", "Hopeless", "work", "ensure_stage", "stage_results", "Objective"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Hopeless:
+    """The hopeless-trial rule: NaN/inf loss, loss > 3x chance, or not off chance after epoch 1."""
+
+    chance_loss: float
+    num_classes: int
+    n_val: int
+
+    def verdict(self, epoch: int, train_loss: float | None, val_acc: float | None, first: bool) -> str | None:
+        """Returns why a trial is hopeless at this epoch, or None."""
+        if train_loss is None:
+            return None
+        if not math.isfinite(train_loss):
+            return f"loss became {train_loss} at epoch {epoch}"
+        if train_loss > 3 * self.chance_loss:
+            return f"loss {train_loss:.4g} > 3x the chance loss {self.chance_loss:.4g} at epoch {epoch}"
+        p = 1.0 / self.num_classes
+        off_chance = p + 2 * math.sqrt(p * (1 - p) / max(self.n_val, 1))
+        if first and train_loss >= 0.97 * self.chance_loss and (val_acc is None or val_acc <= off_chance):
+            return (f"not off chance after epoch {epoch}: loss {train_loss:.4g} vs chance {self.chance_loss:.4g}, "
+                    f"val acc {val_acc if val_acc is None else round(val_acc, 4)}")
+        return None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a trial objective hands back: its metric (higher is better), status and epochs trained."""
+
+    metric: float | None
+    status: str = "completed"
+    epochs: int | None = None
+    reason: str | None = None
+
+
+@dataclass
+class TrialContext:
+    """What a trial objective gets: the hyperparameters, its epochs, run directory and a check to call each epoch.
+
+    continue_from: the run directory of the trial this one continues (successive halving), or None.
+    """
+
+    id: int
+    stage: int
+    index: int
+    attempt: int
+    seed: int
+    params: dict[str, Any]
+    hp: dict[str, Any]
+    epochs: int
+    run_dir: Path
+    continue_from: Path | None
+    store: StudyStore = field(repr=False)
+    trial_id: int = field(repr=False)
+    hopeless: Hopeless | None = field(default=None, repr=False)
+    stop_reason: str | None = None
+    stop_status: str | None = None
+
+    def check(self, epoch: int, train_loss: float | None = None, val_acc: float | None = None,
+              first: bool = False) -> str | None:
+        """Writes the heartbeat, reads the kill flag and applies the hopeless rule; returns why to stop, or None."""
+        if not self.store.heartbeat(self.trial_id):
+            self.stop_reason, self.stop_status = "taken away (re-queued by a reaper)", "reaped"
+        elif (why := self.store.kill_reason(self.id)) is not None:
+            self.stop_reason, self.stop_status = why, "pruned"
+        elif self.hopeless is not None and (why := self.hopeless.verdict(epoch, train_loss, val_acc, first)):
+            self.stop_reason, self.stop_status = f"hopeless: {why}", "pruned"
+        return self.stop_reason
+
+
+Objective = Callable[[TrialContext], "Outcome | float"]
+
+
+def _plan(store: StudyStore) -> tuple[dict[str, Any], list[Stage], dict[str, Param]]:
+    plan = store.plan()
+    return plan, [Stage(**d) for d in plan["stages"]], check_space(parse_space(plan["space"]), plan["fixed"])
+
+
+def stage_results(store: StudyStore, stage: int) -> list[tuple[dict[str, Any], float, FrozenTrialT]]:
+    """Returns (params, value, trial) of the stage's finished trials that have a value, in index order."""
+    done = [t for t in final_trials(store.trials(stage)) if t.state == TrialState.COMPLETE and t.value is not None]
+    done.sort(key=lambda t: (t.user_attrs["index"], t.number))
+    return [(params_of(t), float(t.value), t) for t in done]  # type: ignore[arg-type]
+
+
+FrozenTrialT = Any
+
+
+def _stage_space(store: StudyStore, plan: dict[str, Any], stages: list[Stage], space: dict[str, Param],
+                 s: int) -> tuple[dict[str, Param], list[dict[str, Any]]]:
+    if s == 0:
+        return space, []
+    prev = dict(check_space(parse_space(store.stage_attrs(s - 1)["space"]), plan["fixed"]))
+    results = [(p, v) for p, v, _ in stage_results(store, s - 1)]
+    if not results:
+        return prev, []
+    return refit(prev, results, stages[s - 1].top, s - 1)
+
+
+def ensure_stage(store: StudyStore, s: int) -> None:
+    """Creates stage s when this process wins the election (a no-op otherwise): its space and queued trials."""
+    if store.stage_id(s) is not None or store.claim_stage(s) is None:
+        return
+    store.set_stage_attr(s, "claimed", {"host": socket.gethostname(), "pid": os.getpid()})
+    _fill_stage(store, s)
+
+
+def _fill_stage(store: StudyStore, s: int) -> None:
+    """Writes stage s's space and queues each of its trials not queued yet; then marks it ready."""
+    plan, stages, space = _plan(store)
+    st, study_dir = stages[s], Path(plan["study_dir"])
+    new_space, findings = _stage_space(store, plan, stages, space, s)
+    store.set_stage_attr(s, "space", space_to_dict(new_space))
+    store.set_stage_attr(s, "findings", findings)
+    offset = sum(x.trials for x in stages[:s])
+    cont = []
+    if st.continue_top:
+        best = sorted(stage_results(store, s - 1), key=lambda r: -r[1])[: st.continue_top]
+        cont = [(r[0], r[2].user_attrs["run_dir"], r[2].user_attrs["id"],
+                 r[2].user_attrs.get("origin", r[2].user_attrs["id"])) for r in best]
+    queued = {int(t.user_attrs["index"]) for t in store.trials(s) if "index" in t.user_attrs}
+    for i in range(st.trials):
+        if i in queued:
+            continue
+        attrs: dict[str, Any] = {"stage": s, "index": i, "id": offset + i, "attempt": 0,
+                                 "run_dir": str(study_dir / "trials" / f"{offset + i:05d}")}
+        params: dict[str, Any] = {}
+        if i < len(cont):
+            attrs.update(params=cont[i][0], continue_from=cont[i][1], continues=cont[i][2], origin=cont[i][3])
+        elif not is_adaptive(plan["sampler"]):
+            params = propose(plan["sampler"], plan["seed"], s, i, new_space, st.trials, plan["fixed"])
+        store.enqueue(s, params, attrs)
+    store.set_stage_attr(s, "ready", True)
+
+
+def repair_stages(store: StudyStore, stages: int) -> int:
+    """Finishes creating the stages whose creator died half-way (its pid gone on this host); returns how many.
+
+    The master calls it on start (resume) and when a worker dies: the stage's plan is a pure function
+    of the store, so what the creator would have queued is known.
+    """
+    n = 0
+    for s in range(stages):
+        attrs = store.stage_attrs(s)
+        claimed = attrs.get("claimed") or {}
+        if store.stage_id(s) is None or attrs.get("ready") or claimed.get("host") != socket.gethostname():
+            continue
+        if not _alive(claimed.get("pid")):
+            _fill_stage(store, s)
+            n += 1
+    return n
+
+
+def stage_done(store: StudyStore, s: int, trials: int) -> bool:
+    """Returns True when every index of stage s has a final trial."""
+    seen = {int(t.user_attrs["index"]) for t in final_trials(store.trials(s))}
+    return len(seen) >= trials
+
+
+def current_stage(store: StudyStore, stages: list[Stage]) -> tuple[str, int]:
+    """Returns ("run", s) for the stage to work on, ("wait", s) while s is being created, or ("done", -1)."""
+    for s, st in enumerate(stages):
+        ensure_stage(store, s)
+        if not store.stage_attrs(s).get("ready"):
+            return "wait", s
+        if not stage_done(store, s, st.trials):
+            return "run", s
+    return "done", -1
+
+
+def _ask(store: StudyStore, s: int, plan: dict[str, Any], sampler: Any) -> tuple[Any, dict[str, Any]] | None:
+    import optuna
+
+    study = store.study(s, sampler)
+    study._thread_local.cached_all_trials = None
+    tid = study._pop_waiting_trial_id()  # atomic: exactly one worker moves a queued trial to RUNNING
+    if tid is None:
+        return None
+    try:
+        return _fill(store, s, plan, optuna.Trial(study, tid))
+    except UpdateFinishedTrialError:  # finished by another process meanwhile (a storage without atomic pops)
+        return None
+
+
+def _fill(store: StudyStore, s: int, plan: dict[str, Any], trial: Any) -> tuple[Any, dict[str, Any]] | None:
+    """Returns (trial, attrs) with the trial's hyperparameters: given (continued, re-queued) or suggested."""
+    attrs = dict(trial.user_attrs)
+    if "params" in attrs:
+        return trial, attrs
+    space = check_space(parse_space(store.stage_attrs(s)["space"]), plan["fixed"])
+    chosen, params = dict(plan["fixed"]), {}
+    for key, p in space.items():
+        if not active(p, chosen):
+            continue
+        if p.kind == "choice":
+            v = trial.suggest_categorical(key, list(p.values))
+        elif p.kind == "intuniform":
+            v = trial.suggest_int(key, int(p.lo or 0), int(p.hi or 0), log=p.log)
+        else:
+            v = trial.suggest_float(key, float(p.lo or 0), float(p.hi or 0), log=p.log)
+        params[key] = chosen[key] = v
+    return trial, {**attrs, "params": params}
+
+
+def _run(store: StudyStore, objective: Objective, trial: Any, attrs: dict[str, Any], plan: dict[str, Any],
+         stages: list[Stage], hopeless: Hopeless | None) -> None:
+    store.mark_running(trial._trial_id)
+    s = int(attrs["stage"])
+    cont = attrs.get("continue_from")
+    origin = int(attrs.get("origin", attrs["id"]))  # a continued trial keeps its seed (exact resume)
+    ctx = TrialContext(id=int(attrs["id"]), stage=s, index=int(attrs["index"]), attempt=int(attrs.get("attempt", 0)),
+                       seed=int(plan["seed"]) * 100_003 + origin,
+                       params=dict(attrs["params"]), hp={**plan["fixed"], **attrs["params"]}, epochs=stages[s].epochs,
+                       run_dir=Path(attrs["run_dir"]), continue_from=Path(cont) if cont else None, store=store,
+                       trial_id=trial._trial_id, hopeless=hopeless)
+    try:
+        out = objective(ctx)
+    except Exception as exc:  # the user's code failed: recorded, the study goes on
+        log.warning("trial %d failed: %s: %s", ctx.id, type(exc).__name__, exc)
+        store.finish(trial._trial_id, None, {"status": "failed", "error": f"{type(exc).__name__}: {exc}"})
+        return
+    if not isinstance(out, Outcome):
+        out = Outcome(metric=float(out))
+    if ctx.stop_status == "reaped":
+        return
+    status = ctx.stop_status if ctx.stop_status and out.status in ("completed", "interrupted") else out.status
+    metric = out.metric if out.metric is not None and math.isfinite(out.metric) else None
+    value = metric if metric is not None else float(plan.get("worst", 0.0))  # a bad result samplers learn from
+    store.finish(trial._trial_id, value, {"status": status, "metric": metric, "epochs": out.epochs,
+                                          "reason": ctx.stop_reason or out.reason})
+
+
+def work(spec: str, name: str, objective: Objective, *, worker: int = 0, poll: float = 0.1,
+         stale_after: float = 300.0, max_attempts: int = 3, hopeless: Hopeless | None = None,
+         after_trial: Callable[[StudyStore], None] | None = None) -> int:
+    """Runs trials from the store until every stage is done; returns the number of trials this worker ran."""
+    store = StudyStore(spec, name)
+    plan, stages, _ = _plan(store)
+    samplers: dict[int, Any] = {}
+    ran = 0
+    while True:
+        what, s = current_stage(store, stages)
+        if what == "done":
+            return ran
+        store.reap(s, stale_after, max_attempts)
+        if what == "wait":
+            time.sleep(poll)
+            continue
+        if s not in samplers:
+            samplers[s] = optuna_sampler(plan["sampler"], hash((plan["seed"], s, worker)) % 2**31) \
+                if is_adaptive(plan["sampler"]) else None
+        got = _ask(store, s, plan, samplers[s])
+        if got is None:
+            time.sleep(poll)
+            continue
+        _run(store, objective, got[0], got[1], plan, stages, hopeless)
+        ran += 1
+        if after_trial is not None:
+            after_trial(store)
