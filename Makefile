@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# torch first, pinned: pip takes 2.13.0 from the CPU build on disk (a looser pin pulls CUDA)
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,postgres,ray]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -22,6 +22,9 @@ demo: $(STAMP)
 	$(VENV)/bin/babysit train examples/mnist1d.toml --run-dir runs/demo --force
 
 test: $(STAMP)
+	# a real PostgreSQL for the cluster tests (tests/pg.py starts it as the postgres user, on 127.0.0.1)
+	command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+		(apt-get update && apt-get install -y postgresql)
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
 	$(PY) -m pytest
