@@ -30,13 +30,30 @@ def open_storage(spec: str | Path) -> Any:
     """Returns the Optuna storage a spec names: an RDB URL (sqlite:///, postgresql://) or a study directory."""
     s = str(spec)
     if "://" in s:
-        return optuna.storages.RDBStorage(rdb_url(s))
+        return _rdb(rdb_url(s))
     from optuna.storages.journal import JournalFileBackend
 
     path = Path(s) / JOURNAL
     if not path.parent.is_dir():
         raise StoreError(f"study directory {s!r} does not exist; create the study first (bs.search)")
     return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+
+
+def _rdb(url: str, tries: int = 8) -> Any:
+    """Returns Optuna's RDBStorage; retried while workers starting at once race to create its tables.
+
+    On a fresh PostgreSQL database, two CREATE TABLEs of one name collide (a unique violation in
+    pg_type): the loser retries and finds the tables made.
+    """
+    import sqlalchemy.exc
+
+    for attempt in range(tries):
+        try:
+            return optuna.storages.RDBStorage(url)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            if attempt == tries - 1:
+                raise
+            time.sleep(0.1 * (attempt + 1))
 
 
 def rdb_url(url: str) -> str:
