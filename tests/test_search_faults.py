@@ -36,7 +36,8 @@ def storage(request):
     """The study store under test: None is the journal file in the study directory; a fresh PostgreSQL database.
 
     Tests opt into PostgreSQL with @BOTH (a real server, see tests/pg.py): a PostgreSQL store costs
-    seconds per test on 2 cores, so the faults that differ between stores run on both.
+    seconds per test on 2 cores, so the faults that differ between stores run on both. SQLite is not
+    a value: it cannot pop a queued trial atomically between processes (no SELECT ... FOR UPDATE).
     """
     if request.param == "postgresql":
         return request.getfixturevalue("pg_url")
@@ -44,6 +45,14 @@ def storage(request):
 
 
 BOTH = pytest.mark.parametrize("storage", ["journal", "postgresql"], indirect=True)
+
+
+def test_an_rdb_url_works_in_one_process(tmp_path):
+    url = f"sqlite:///{tmp_path}/rdb.sqlite"
+    study = run_study(_epochs, SPACE, stages=[bs.Stage(4, 1), bs.Stage(2, 1)], study_dir=tmp_path / "s",
+                      storage=url, workers=0)
+    assert study.done and sorted(t.id for t in bs.load_study(tmp_path / "s", storage=url).trials) == list(range(6))
+    assert not (tmp_path / "s" / "study.journal").exists()
 
 
 def _epochs(ctx, n=3, pause=0.02):

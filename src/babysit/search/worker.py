@@ -19,6 +19,8 @@ from typing import Any, Callable, Mapping
 from .samplers import is_adaptive, optuna_sampler, propose
 from .space import Param, active, check_space, parse_space, space_to_dict
 from .stages import Stage, refit
+from optuna.exceptions import UpdateFinishedTrialError
+
 from .storage import StudyStore, TrialState, _alive, final_trials, params_of
 
 __all__ = ["TrialContext", "Outcome", "Hopeless", "work", "ensure_stage", "stage_results", "Objective"]
@@ -203,7 +205,14 @@ def _ask(store: StudyStore, s: int, plan: dict[str, Any], sampler: Any) -> tuple
     tid = study._pop_waiting_trial_id()  # atomic: exactly one worker moves a queued trial to RUNNING
     if tid is None:
         return None
-    trial = optuna.Trial(study, tid)
+    try:
+        return _fill(store, s, plan, optuna.Trial(study, tid))
+    except UpdateFinishedTrialError:  # finished by another process meanwhile (a storage without atomic pops)
+        return None
+
+
+def _fill(store: StudyStore, s: int, plan: dict[str, Any], trial: Any) -> tuple[Any, dict[str, Any]] | None:
+    """Returns (trial, attrs) with the trial's hyperparameters: given (continued, re-queued) or suggested."""
     attrs = dict(trial.user_attrs)
     if "params" in attrs:
         return trial, attrs

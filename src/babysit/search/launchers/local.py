@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ...errors import StoreError
+from ...threads import WORKERS_ENV
 
 __all__ = ["MasterLock", "run_local", "threads_per_worker", "gpus"]
 
@@ -81,8 +82,9 @@ def gpus() -> list[int]:
 
 
 def _child(target: Callable[..., Any], parent: int, threads: int, lock_fd: int | None, w: int,
-           devices: list[int]) -> None:
+           devices: list[int], workers: int) -> None:
     _die_with_parent(parent)
+    os.environ[WORKERS_ENV] = str(workers)  # train(threads="auto") takes this process's share of the cores
     if devices:  # one device per worker (round robin); set before the worker's first CUDA call
         os.environ["CUDA_VISIBLE_DEVICES"] = str(devices[w % len(devices)])
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the master decides; a Ctrl-C reaches it
@@ -107,7 +109,7 @@ def run_local(target: Callable[[int], Any], workers: int, *, lock: MasterLock | 
     lock_fd = lock.fd if lock is not None else None
 
     def start(w: int) -> Any:
-        p = ctx.Process(target=_child, args=(target, parent, threads, lock_fd, w, devices), daemon=False)
+        p = ctx.Process(target=_child, args=(target, parent, threads, lock_fd, w, devices, workers), daemon=False)
         p.start()
         return p
 
