@@ -146,7 +146,8 @@ def cmd_study(args: argparse.Namespace, console: "Console") -> int:
                           "findings": study.findings()}, indent=2, default=str))
     else:
         _show(study, console, args.top)
-        console.print(f"report: {study.html()}", highlight=False)
+        here = None if study.dir.is_dir() else Path("study.html")  # a machine that does not mount the study dir
+        console.print(f"report: {study.html(here)}", highlight=False)
     return 0
 
 
