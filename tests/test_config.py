@@ -40,3 +40,24 @@ def test_overrides_replace_and_validate():
 def test_bad_config_names_the_field(d, match):
     with pytest.raises(ConfigError, match=match):
         from_dict(d)
+
+
+def test_a_run_directorys_config_can_be_run_again(spiral_task, tmp_path):
+    import babysit as bs
+
+    run = bs.train(spiral_task, {"optimizer": "adam", "lr": 0.01, "width": 8}, epochs=2, run_dir=tmp_path / "a")
+    cfg = load_config(run.dir / "config.toml")
+    assert cfg.task.data == "spiral" and cfg.task.model == "mlp" and cfg.train.epochs == 2
+    task = bs.Task.from_config(cfg.task)
+    again = bs.train(task, cfg.hp, epochs=cfg.train.epochs, run_dir=tmp_path / "b", seed=cfg.train.seed)
+    assert [r.val_loss for r in again.history] == [r.val_loss for r in run.history]
+
+
+def test_a_run_of_an_unnamed_model_says_why_it_cannot_be_run_again(spiral, tmp_path):
+    import torch
+
+    import babysit as bs
+
+    run = bs.train(bs.Task(build=lambda hp: torch.nn.Linear(2, 3), data=spiral), {}, epochs=1, run_dir=tmp_path / "a")
+    with pytest.raises(ConfigError, match="cannot be re-run: the model comes from a function"):
+        load_config(run.dir / "config.toml")

@@ -91,7 +91,7 @@ def test_digits_standardised_with_train_statistics_only() -> None:
     assert s.image_shape == (8, 8) and s.to_dict()["image_shape"] == [8, 8]
 
 
-def test_mnist1d_equals_make_dataset_and_restores_global_rng(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_mnist1d_equals_make_dataset_and_restores_global_rng(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     import mnist1d.data
 
     calls: list[tuple[tuple, dict, dict]] = []
@@ -103,6 +103,7 @@ def test_mnist1d_equals_make_dataset_and_restores_global_rng(monkeypatch: pytest
         return out
 
     monkeypatch.setattr(mnist1d.data, "make_dataset", spy)
+    monkeypatch.setenv("BABYSIT_CACHE", str(tmp_path))  # an empty cache: generated here
     data._mnist1d_arrays.cache_clear()
     np.random.seed(123)
     random.seed(123)

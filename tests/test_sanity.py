@@ -353,3 +353,15 @@ def test_a_check_the_set_up_crashes_is_reported_failed_and_the_rest_still_run(mn
                       checks=["chance_loss", "overfit_tiny"])
     assert not r.ok and [c.status for c in r.checks] == ["failed", "failed"], str(r)
     assert all("RuntimeError: boom" in c.measured and "fix the error" in c.advice for c in r.checks)
+
+
+def test_the_table_wraps_to_the_terminal_width_without_breaking_words(spiral_task):
+    from babysit.sanity.report import render
+
+    report = bs.sanity_checks(spiral_task, {"width": 8}, checks=["chance_loss", "overfit_tiny"])
+    failing = bs.sanity.SanityReport(False, tuple(
+        bs.sanity.Check(c.name, "failed", False, c.measured, c.expected, "word " * 40 + "0.123456789 /a/long/path")
+        for c in report.checks))
+    text = render(failing, width=80)
+    assert all(len(line) <= 80 for line in text.splitlines()[1:] if "/a/long/path" not in line)
+    assert "0.123456789" in text and "/a/long/path" in text  # numbers and paths are never split

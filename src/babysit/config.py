@@ -114,8 +114,31 @@ def _section(d: Mapping[str, Any], name: str, cls: type) -> Any:
         raise ConfigError(f"[{name}]: {exc}") from exc
 
 
+_DESCRIBED = ("loss_kind", "num_classes", "input_shape", "reproducible", "search_path", "name")
+
+
+def _from_run_description(task: Mapping[str, Any]) -> dict[str, Any]:
+    """Returns the [task] table of a config from a run directory's config.toml (which describes the task)."""
+    if task.get("reproducible") is False:
+        raise ConfigError(f"this run's config cannot be re-run: {task.get('not_reproducible_because', '?')}")
+    data = dict(task["data"])
+    out: dict[str, Any] = {"data": data.pop("name"), "data_seed": data.pop("seed", 0),
+                           "val_fraction": data.pop("val_fraction", 0.2), "data_options": data}
+    out["model"] = task.get("model", task.get("build"))
+    for key in ("loss", "metric", "metric_mode", "hp_keys"):
+        if key in task:
+            out[key] = task[key]
+    return out
+
+
 def from_dict(d: Mapping[str, Any]) -> RunConfig:
-    """Returns a validated RunConfig from a parsed TOML mapping ([task], [hp], [train])."""
+    """Returns a validated RunConfig from a parsed TOML mapping ([task], [hp], [train]).
+
+    A run directory's own config.toml (its [task] describes the data as a table) is read too, so
+    re-running it reproduces the run.
+    """
+    if isinstance(d.get("task"), Mapping) and isinstance(d["task"].get("data"), Mapping):
+        d = {**d, "task": _from_run_description(d["task"])}
     unknown = sorted(set(d) - set(_SECTIONS) - set(_OTHER_SECTIONS))
     if unknown:
         raise ConfigError(f"unknown section(s) {unknown}; valid: [task], [hp], [train], [diagnose], [search]")

@@ -13,6 +13,7 @@ from typing import Any
 
 from torch import nn
 
+from ._check import check_choice, check_number
 from ._optional import import_ref
 from .errors import ConfigError
 from .hparams import ACTIVATIONS, INITS, KEYS
@@ -29,23 +30,16 @@ Builder = Callable[[Mapping[str, Any], tuple[int, ...], int], nn.Module]
 
 
 def _check_choice(field: str, value: object, valid: Sequence[str]) -> str:
-    if not isinstance(value, str) or value not in valid:
-        raise ConfigError(f"{field}={value!r}: unknown; valid: {', '.join(valid)}")
-    return value
+    return check_choice(field, value, valid)
 
 
 def _check_int(field: str, value: object, minimum: int = 1) -> int:
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)  # a search may hand over 128.0
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{field}={value!r}: must be an integer >= {minimum}")
-    return value
+    return int(check_number(field, value, kind=int, low=minimum, high=2**31 - 1))  # 128.0 from a search is 128
 
 
 def _check_dropout(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-        raise ConfigError(f"dropout={value!r}: must be in [0, 1) (the probability of dropping a unit), e.g. 0.5")
-    return float(value)
+    return float(check_number("dropout", value, low=0.0, high=1.0, high_open=True,
+                              hint="the probability of dropping a unit, e.g. 0.5"))
 
 
 def _shape(input_shape: int | Iterable[int]) -> tuple[int, ...]:

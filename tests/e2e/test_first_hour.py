@@ -152,3 +152,18 @@ def test_off_a_terminal_progress_is_plain_lines_and_paths_stay_whole(project):
     assert "\x1b[" not in r.stdout + r.stderr
     assert "epoch 3/3" in r.stderr  # the last epoch is always shown
     assert str(long) in r.stdout  # the path on one line, unbroken
+
+
+def test_help_shows_every_flag_with_its_default_and_choices(tmp_path):
+    r = babysit("train", "--help", cwd=tmp_path)
+    text = " ".join(r.stdout.split())
+    assert r.returncode == 0
+    assert "--optimizer NAME {sgd,momentum,nesterov,adagrad,rmsprop,adam,lbfgs} (default sgd" in text
+    assert "--momentum V a number in [0, 1) (default 0.9; only with optimizer momentum, nesterov)" in text
+    assert "--width V an integer >= 1 and <= 65536 (default 128; only with built-in model mlp, cnn1d)" in text
+    assert "exit codes: 0 completed, 0 early_stopped, 1 diverged, 3 failed, 130 interrupted" in text
+
+
+def test_a_width_of_2_to_the_40_is_refused_before_any_allocation(project):
+    r = babysit("train", "--data", "spiral", "--width", str(2**40), "--run-dir", "r", cwd=project)
+    assert r.returncode == 2 and "hp['width']=1099511627776" in r.stderr and "<= 65536" in r.stderr

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from .._check import check_number
 from ..errors import ConfigError, DataError
 
 __all__ = ["Splits", "batches", "from_tensors", "num_batches", "tensors", "to_device"]
@@ -62,17 +63,14 @@ def _size(dataset: Dataset) -> int | None:
 
 
 def _check_fraction(field: str, value: float, *, allow_zero: bool = False) -> float:
-    low_ok = value >= 0 if allow_zero else value > 0
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (low_ok and value < 1):
-        interval = "[0, 1)" if allow_zero else "(0, 1)"
-        raise DataError(f"{field}={value!r}: must be a number in {interval}, e.g. 0.2")
-    return float(value)
+    return float(check_number(field, value, low=0.0, high=1.0, low_open=not allow_zero, high_open=True,
+                              hint="e.g. 0.2", error=DataError))
 
 
 def _check_count(field: str, value: int, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    if isinstance(value, float):
         raise DataError(f"{field}={value!r}: must be an integer >= {minimum}")
-    return value
+    return int(check_number(field, value, kind=int, low=minimum, high=2**31 - 1, error=DataError))
 
 
 def _split_indices(

@@ -109,6 +109,18 @@ def _headline(r: SanityReport) -> str:
     return f"sanity checks FAILED: {', '.join(c.name for c in r.failed)} ({tally}) in {r.seconds:.2f} s"
 
 
+def _stacked(r: SanityReport, rows: list[tuple[str, ...]], width: int) -> str:
+    """Returns the report one check per block (a narrow terminal): fields on their own wrapped lines."""
+    lines = [_headline(r)]
+    for name, status, measured, expected, advice in rows:
+        lines.append(f"{name}  {status}")
+        for label, text in (("measured", measured), ("expected", expected), ("advice", advice)):
+            if text and text != "-":
+                lines += textwrap.wrap(text, width, initial_indent=f"  {label}: ", subsequent_indent="    ",
+                                       break_long_words=False, break_on_hyphens=False)
+    return "\n".join(lines)
+
+
 def render(r: SanityReport, width: int | None = None) -> str:
     """Returns the report as a table: check, status, measured, expected, then the advice (or skip reason).
 
@@ -121,7 +133,9 @@ def render(r: SanityReport, width: int | None = None) -> str:
             for c in r.checks]
     widths = [max(len(row[i]) for row in [head, *rows]) for i in range(4)]
     indent = sum(widths) + 2 * 4
-    room = max(width - indent, 30)
+    if indent + 30 > width:
+        return _stacked(r, rows, width)
+    room = width - indent
     lines = [_headline(r)]
     for row in [head, *rows]:
         cells = [cell.ljust(w) for cell, w in zip(row[:4], widths)]

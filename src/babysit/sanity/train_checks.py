@@ -21,6 +21,7 @@ __all__ = ["BUDGET", "MIN_MARGIN", "STEPS", "SUBSET", "TINY", "learnable_signal"
 
 TINY, BUDGET, LOSS_SHARE = 20, 1000, 0.01  # ~20 examples, <= 1000 full-batch steps, loss < 1% of its start
 SUBSET, HELD_OUT, STEPS, BATCH = 2000, 2000, 300, 128  # the learnable-signal training and its held-out set
+BASE_STEPS, EVERY, CLEAR = 100, 50, 0.10  # zero inputs: only the class priors to learn; stop a clear pass early
 MIN_MARGIN = 0.05  # beat chance and the zero-input baseline by 5 points (or 2 standard errors, if larger)
 
 
@@ -82,13 +83,22 @@ def overfit_tiny(ctx: Context) -> Check:
     return failed(name, measured, expected, _overfit_advice(ctx, start, last, has_dropout(model)), **values)
 
 
-def _fit_and_score(ctx: Context, x: Tensor, y: Tensor, x_val: Tensor, y_val: Tensor) -> tuple[float, float]:
-    """Returns (held-out accuracy, training accuracy) after STEPS minibatch steps from the seeded init."""
+def _fit_and_score(ctx: Context, x: Tensor, y: Tensor, x_val: Tensor, y_val: Tensor, steps: int = STEPS,
+                   target: float | None = None) -> tuple[float, float]:
+    """Returns (held-out accuracy, training accuracy) after `steps` minibatch steps from the seeded init.
+
+    With a target, held-out accuracy is measured every EVERY steps and training stops once it is reached.
+    """
     model = build(ctx).train()
-    for _ in itertools.islice(trainer(ctx, model, x, y, BATCH, ctx.generator(4)), STEPS):
-        pass
-    held_out = evaluate(model, TensorDataset(x_val, y_val), ctx.task.loss_fn, device=device_of(model))
-    return held_out.accuracy, accuracy(model, x, y)
+    held = TensorDataset(x_val, y_val)
+    acc = math.nan
+    for step, _ in enumerate(itertools.islice(trainer(ctx, model, x, y, BATCH, ctx.generator(4)), steps), 1):
+        if target is not None and step % EVERY == 0 and step < steps:
+            acc = evaluate(model, held, ctx.task.loss_fn, device=device_of(model)).accuracy
+            if acc >= target:
+                return acc, accuracy(model, x, y)
+    acc = evaluate(model, held, ctx.task.loss_fn, device=device_of(model)).accuracy
+    return acc, accuracy(model, x, y)
 
 
 def _signal_advice(acc: float, train_acc: float, chance: float, base: float, margin: float) -> str:
@@ -110,11 +120,11 @@ def learnable_signal(ctx: Context) -> Check:
     name, gen = "learnable_signal", ctx.generator(3)
     idx, vidx = sample(len(ctx.x), SUBSET, gen), sample(len(ctx.x_val), HELD_OUT, gen)
     x, y, x_val, y_val = ctx.x[idx], ctx.y[idx], ctx.x_val[vidx], ctx.y_val[vidx]
-    acc, train_acc = _fit_and_score(ctx, x, y, x_val, y_val)
-    base, _ = _fit_and_score(ctx, torch.zeros_like(x), y, torch.zeros_like(x_val), y_val)
     majority = int(torch.bincount(y).argmax())
     chance = float((y_val == majority).double().mean())
     margin = max(MIN_MARGIN, 2 * math.sqrt(chance * (1 - chance) / len(y_val)))
+    acc, train_acc = _fit_and_score(ctx, x, y, x_val, y_val, target=chance + margin + CLEAR)
+    base, _ = _fit_and_score(ctx, torch.zeros_like(x), y, torch.zeros_like(x_val), y_val, steps=BASE_STEPS)
     values = {"accuracy": acc, "train_accuracy": train_acc, "chance": chance, "baseline": base, "margin": margin}
     measured = f"held-out {acc:.1%} (train {train_acc:.0%}), chance {chance:.1%}, zero-input baseline {base:.1%}"
     expected = f"> chance + {margin:.1%} and > baseline + {margin:.1%} ({len(y_val)} held-out examples)"
