@@ -26,7 +26,7 @@ BIN = Path(sys.executable).parent
 
 
 def _env(url: str) -> dict[str, str]:
-    return {**os.environ, "BABYSIT_STORAGE": url, "BABYSIT_STUDY": "babysit", "SLURM_CPUS_PER_TASK": "1",
+    return {**os.environ, "BABYSIT_STORAGE": url, "BABYSIT_STUDY": "babysit",
             "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
             "PYTHONPATH": os.pathsep.join([str(ROOT / "examples"), *sys.path])}
 

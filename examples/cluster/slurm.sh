@@ -12,4 +12,4 @@
 set -euo pipefail
 export BABYSIT_STORAGE="${BABYSIT_STORAGE:?set it to postgresql://user@db-host:5432/babysit}"
 export PYTHONPATH="${SLURM_SUBMIT_DIR:-$PWD}/examples${PYTHONPATH:+:$PYTHONPATH}"   # the task's model module
-srun babysit worker --storage "$BABYSIT_STORAGE" --study "${BABYSIT_STUDY:-babysit}" --threads "${SLURM_CPUS_PER_TASK:-1}" --stale-after 120
+srun babysit worker --storage "$BABYSIT_STORAGE" --study "${BABYSIT_STUDY:-babysit}" --stale-after 120

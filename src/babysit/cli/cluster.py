@@ -2,7 +2,8 @@
 
 It joins a study made by `babysit search` (the task is recorded in the study), runs trials until
 every stage is done, and exits 0. Any number of them may run at once, on machines sharing nothing
-but the store (and, for checkpoints, the study directory's path).
+but the store (and, for checkpoints, the study directory's path). Each trial's threads are train's
+"auto" rule on the cores this process may run on (a SLURM task's --cpus-per-task).
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ def add_parsers(sub: Any) -> None:
                    help="the study store: postgresql://user@host/db, or a study directory on a shared filesystem")
     w.add_argument("--study", default="babysit", help="the study's name in the storage (default babysit)")
     w.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
-    w.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
     w.add_argument("--stale-after", type=float, default=300.0, metavar="SECONDS",
                    help="re-queue a running trial whose heartbeat is older than this (default 300)")
     w.add_argument("--max-attempts", type=int, default=3, help="attempts of a trial whose workers vanished")
@@ -39,10 +39,6 @@ def cmd_worker(args: argparse.Namespace, console: "Console") -> int:
     """Runs `babysit worker`; returns 0 when the study is done."""
     from ..search.cluster import join
 
-    if args.threads is not None:
-        import torch
-
-        torch.set_num_threads(args.threads)
     worker = int(os.environ.get("SLURM_ARRAY_TASK_ID") or os.environ.get("JOB_COMPLETION_INDEX") or 0)
     ran = join(args.storage, args.study, worker=worker, device=args.device, stale_after=args.stale_after,
                max_attempts=args.max_attempts, search=tuple(args.path), wait=args.wait)
