@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# torch first, pinned: pip takes 2.13.0 from the CPU build on disk (a looser pin pulls CUDA)
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,postgres,ray]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -26,6 +26,9 @@ test: $(STAMP)
 	# the report's browser test drives headless Chromium (Debian's packages; CI runs as root)
 	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 		(apt-get update -q && apt-get install -y -q chromium chromium-driver)
+	# a real PostgreSQL for the cluster tests (tests/pg.py starts it as the postgres user, on 127.0.0.1)
+	command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+		(apt-get update && apt-get install -y postgresql)
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
 	$(PY) -m pytest

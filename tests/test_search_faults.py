@@ -26,16 +26,25 @@ from babysit.search.samplers import propose
 from babysit.search.space import check_space
 from babysit.search.storage import StudyStore, TrialState
 from babysit.search.worker import _ask, ensure_stage, work
+from pg import pg_server, pg_url  # noqa: F401 (fixtures: a real PostgreSQL server)
 
 SPACE = {"lr": bs.loguniform(1e-4, 1.0)}
 
 
 @pytest.fixture(params=["journal"])
 def storage(request):
-    """The study store under test: None is the journal file in the study directory; the cluster issue adds
-    "postgresql" (an RDB URL). SQLite is not a value: it cannot pop a queued trial atomically between
-    processes (no SELECT ... FOR UPDATE), so two workers may take the same trial."""
+    """The study store under test: None is the journal file in the study directory; a fresh PostgreSQL database.
+
+    Tests opt into PostgreSQL with @BOTH (a real server, see tests/pg.py): a PostgreSQL store costs
+    seconds per test on 2 cores, so the faults that differ between stores run on both. SQLite is not
+    a value: it cannot pop a queued trial atomically between processes (no SELECT ... FOR UPDATE).
+    """
+    if request.param == "postgresql":
+        return request.getfixturevalue("pg_url")
     return None
+
+
+BOTH = pytest.mark.parametrize("storage", ["journal", "postgresql"], indirect=True)
 
 
 def test_an_rdb_url_works_in_one_process(tmp_path):
@@ -58,6 +67,7 @@ def _all_attempts(study_dir, storage, stage=0):
     return StudyStore(storage or study_dir).trials(stage)
 
 
+@BOTH
 def test_worker_killed_mid_trial_is_requeued_and_finished(tmp_path, storage):
     def objective(ctx):
         if ctx.id == 3 and ctx.attempt == 0:
@@ -88,6 +98,7 @@ def test_requeues_are_bounded_then_failed(tmp_path, storage):
     assert all(by_id[i].status == "completed" for i in (0, 1, 3, 4))
 
 
+@BOTH
 def test_stale_heartbeat_is_reaped_by_another_worker(tmp_path, storage):
     d = tmp_path / "s"
     d.mkdir()
@@ -111,6 +122,7 @@ def _barrier_worker(barrier, spec, w):
     os._exit(0 if work(spec, "babysit", lambda ctx: _epochs(ctx, 1, 0.005), worker=w) >= 0 else 1)
 
 
+@BOTH
 def test_eight_workers_started_at_the_same_instant(tmp_path, storage):
     d = tmp_path / "s"
     d.mkdir()
@@ -226,6 +238,7 @@ def test_a_trial_that_raises_is_failed_and_the_study_goes_on(tmp_path, storage):
     assert [by_id[i].status for i in (0, 2, 3)] == ["completed"] * 3 and study.done
 
 
+@BOTH
 def test_kill_flag_stops_a_trial_at_its_next_epoch(tmp_path, storage):
     epochs_run = {}
 

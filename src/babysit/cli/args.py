@@ -79,6 +79,9 @@ def parser() -> argparse.ArgumentParser:
     from .search import add_parsers  # search, study, lr-find
 
     add_parsers(sub)
+    from .cluster import add_parsers as add_cluster_parsers  # worker
+
+    add_cluster_parsers(sub)
     return p
 
 

@@ -34,8 +34,12 @@ def add_parsers(sub: Any) -> None:
     s.add_argument("--storage", help="a database URL for the study store instead of the journal file")
     s.add_argument("--resume", action="store_true", help="continue the study: finished trials are not re-run")
     s.add_argument("--json", action="store_true", help="print the trials as JSON")
+    s.add_argument("--study", default="babysit", help="the study's name in the storage (for `babysit worker`)")
+    s.add_argument("--launcher", choices=("local", "ray"), default="local",
+                   help="local: fork --workers here; ray: start them as Ray tasks (the ray extra)")
+    s.add_argument("--address", help="the Ray cluster to join (--launcher ray; default: auto, else a local one)")
     st = sub.add_parser("study", help="look at a study (read-only, also while it runs); --kill flags a trial")
-    st.add_argument("study_dir")
+    st.add_argument("study_dir", nargs="?", help="the study directory (optional with --storage URL)")
     st.add_argument("--storage", help="a database URL holding the study")
     st.add_argument("--study", default="babysit", help="the study's name in the storage")
     st.add_argument("--top", type=int, default=10, help="rows of the leaderboard")
@@ -82,7 +86,7 @@ def _live(spec: Any, console: "Console") -> Callable[[], None]:
             return
         last[0] = time.monotonic()
         try:
-            study = load_study(spec["study_dir"], storage=spec.get("storage"))
+            study = load_study(spec["study_dir"], storage=spec.get("storage"), name=spec.get("name", "babysit"))
         except Exception:  # the store may be mid-write; the next poll shows it
             return
         ts, best = study.trials, study.best
@@ -113,7 +117,9 @@ def cmd_search(args: argparse.Namespace, console: "Console") -> int:
     if args.workers is not None:
         settings["workers"] = args.workers
     study = search(task, space, fixed=dict(cfg.hp), study_dir=study_dir, storage=args.storage, resume=args.resume,
-                   progress=_live({"study_dir": study_dir, "storage": args.storage}, console), **settings)
+                   progress=_live({"study_dir": study_dir, "storage": args.storage, "name": args.study}, console),
+                   name=args.study,
+                   launcher=args.launcher, address=args.address, **settings)
     if args.json:
         print(json.dumps([t.to_dict() for t in study.trials], indent=2))
     else:
@@ -125,10 +131,13 @@ def cmd_study(args: argparse.Namespace, console: "Console") -> int:
     """Runs `babysit study DIR`: the leaderboard and border warnings; --kill TRIAL flags one trial."""
     from ..search import load_study
 
-    study = load_study(args.study_dir, storage=args.storage, name=args.study)
+    if args.study_dir is None and args.storage is None:
+        raise ConfigError("babysit study: give the study directory, or --storage URL (and --study NAME)")
+    study = load_study(args.study_dir or ".", storage=args.storage, name=args.study)
     if args.kill is not None:
         if args.kill not in {t.id for t in study.trials if t.status in ("running", "queued")}:
-            raise ConfigError(f"--kill {args.kill}: no running or queued trial with that id in {args.study_dir}")
+            raise ConfigError(f"--kill {args.kill}: no running or queued trial with that id in "
+                              f"{args.study_dir or args.storage}")
         study.kill(args.kill)
         console.print(f"trial {args.kill} flagged: its worker stops it at its next epoch")
         return 0
@@ -137,7 +146,8 @@ def cmd_study(args: argparse.Namespace, console: "Console") -> int:
                           "findings": study.findings()}, indent=2, default=str))
     else:
         _show(study, console, args.top)
-        console.print(f"report: {study.html()}", highlight=False)
+        here = None if study.dir.is_dir() else Path("study.html")  # a machine that does not mount the study dir
+        console.print(f"report: {study.html(here)}", highlight=False)
     return 0
 
 

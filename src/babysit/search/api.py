@@ -79,7 +79,8 @@ def run_study(objective: Objective, space: Mapping[str, Param], *, stages: Seque
               resume: bool = False, storage: str | None = None, name: str = "babysit", stale_after: float = 300.0,
               max_attempts: int = 3, hopeless: Hopeless | None = None, extra: Mapping[str, Any] | None = None,
               after_trial: Callable[[StudyStore], None] | None = None, poll: float = 0.1,
-              progress: Callable[[], None] | None = None, worst: float = 0.0) -> Study:
+              progress: Callable[[], None] | None = None, worst: float = 0.0, launcher: str = "local",
+              address: str | None = None) -> Study:
     """Returns the Study after running a generic trial objective(ctx) -> Outcome | float over the stages.
 
     workers=0 runs the trials in this process (no fork); the store is created before any worker starts.
@@ -87,6 +88,8 @@ def run_study(objective: Objective, space: Mapping[str, Param], *, stages: Seque
     """
     space, st = check_space(space, fixed), check_stages(stages)
     check_sampler(sampler)
+    if launcher not in ("local", "ray"):
+        raise ConfigError(f"launcher={launcher!r}: must be 'local' (fork workers here) or 'ray' (Ray tasks)")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
         raise ConfigError(f"workers={workers!r}: must be an integer >= 0 (0: run the trials in this process)")
     study_dir = Path(study_dir).resolve()
@@ -103,7 +106,12 @@ def run_study(objective: Objective, space: Mapping[str, Param], *, stages: Seque
         def target(w: int) -> None:
             work(spec, name, objective, worker=w, hopeless=hopeless, after_trial=after_trial, poll=poll, **kw)
 
-        if workers == 0:
+        if launcher == "ray":  # workers rebuild the task from the plan on their nodes (search.cluster.join)
+            from .launchers.ray import run_ray
+
+            run_ray(spec, name, workers, address=address, on_poll=progress,
+                    reap=lambda: _reap_all(store, len(st), **kw), **kw)
+        elif workers == 0:
             target(0)
         else:
             run_local(target, workers, lock=lock, on_death=lambda pid: _reap_all(store, len(st), **kw),
@@ -114,7 +122,8 @@ def run_study(objective: Objective, space: Mapping[str, Param], *, stages: Seque
 def search(task: Any, space: Mapping[str, Any], *, stages: Sequence[Stage], study_dir: str | Path,
            fixed: Mapping[str, Any] | None = None, workers: int = 2, sampler: str = DEFAULT_SAMPLER, seed: int = 0,
            resume: bool = False, storage: str | None = None, keep_checkpoints: int = 10, device: str = "auto",
-           stale_after: float = 300.0, max_attempts: int = 3, progress: Callable[[], None] | None = None) -> Study:
+           stale_after: float = 300.0, max_attempts: int = 3, progress: Callable[[], None] | None = None,
+           name: str = "babysit", launcher: str = "local", address: str | None = None) -> Study:
     """Returns the Study of a hyperparameter search: each trial a `train` call on its own run directory.
 
     space: key -> bs.loguniform/uniform/intuniform/choice, or "auto" for lr (from bs.lr_find);
@@ -127,13 +136,17 @@ def search(task: Any, space: Mapping[str, Any], *, stages: Sequence[Stage], stud
     check_keys(task, space, dict(fixed or {}), Path(study_dir))
     keep = max([int(keep_checkpoints)] + [s.continue_top for s in check_stages(stages)])
     mode = task.metric.mode
+    if launcher == "ray":
+        from .cluster import check_rebuildable
+
+        check_rebuildable(task.describe())
     return run_study(train_objective(task, device=device), space, stages=stages, study_dir=study_dir, fixed=fixed,
                      workers=workers, sampler=sampler, seed=seed, resume=resume, storage=storage,
                      stale_after=stale_after, max_attempts=max_attempts, hopeless=hopeless_rule(task),
                      extra={"task": task.describe(), "keep_checkpoints": int(keep_checkpoints),
                             "metric": task.metric.name},
                      after_trial=lambda store: keep_best_checkpoints(store, keep, mode), progress=progress,
-                     worst=worst_value(task))
+                     worst=worst_value(task), name=name, launcher=launcher, address=address)
 
 
 def _auto_ranges(task: Any, space: dict[str, Any], fixed: dict[str, Any], device: str) -> dict[str, Any]:

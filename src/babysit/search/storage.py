@@ -30,13 +30,47 @@ def open_storage(spec: str | Path) -> Any:
     """Returns the Optuna storage a spec names: an RDB URL (sqlite:///, postgresql://) or a study directory."""
     s = str(spec)
     if "://" in s:
-        return optuna.storages.RDBStorage(s)
+        return _rdb(rdb_url(s))
     from optuna.storages.journal import JournalFileBackend
 
     path = Path(s) / JOURNAL
     if not path.parent.is_dir():
         raise StoreError(f"study directory {s!r} does not exist; create the study first (bs.search)")
     return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+
+
+def _rdb(url: str, tries: int = 8) -> Any:
+    """Returns Optuna's RDBStorage; retried while workers starting at once race to create its tables.
+
+    On a fresh PostgreSQL database, two CREATE TABLEs of one name collide (a unique violation in
+    pg_type): the loser retries and finds the tables made.
+    """
+    import sqlalchemy.exc
+
+    for attempt in range(tries):
+        try:
+            return optuna.storages.RDBStorage(url)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            if attempt == tries - 1:
+                raise
+            time.sleep(0.1 * (attempt + 1))
+
+
+def rdb_url(url: str) -> str:
+    """Returns the SQLAlchemy URL to open: postgresql:// goes to whichever driver is installed (psycopg 3 or 2).
+
+    Raises StoreError naming the extra to install when neither is.
+    """
+    if not url.startswith(("postgresql://", "postgres://")):
+        return url
+    import importlib.util
+
+    rest = url.split("://", 1)[1]
+    for module, dialect in (("psycopg", "postgresql+psycopg"), ("psycopg2", "postgresql+psycopg2")):
+        if importlib.util.find_spec(module) is not None:
+            return f"{dialect}://{rest}"
+    raise StoreError(f"storage {url.split('@')[-1]!r}: no PostgreSQL driver is installed; "
+                     "pip install 'babysit[postgres]' (psycopg2-binary)")
 
 
 def stage_name(name: str, stage: int) -> str:
