@@ -29,7 +29,7 @@ from .errors import ConfigError, StoreError, describe_user_error
 from .losses import reg_params as weights_of
 from .optim import build_optimizer, build_schedule, is_full_batch
 from .status import Stop
-from .step import Evaluation, StepRecord, closure_step, evaluate, train_step
+from .step import Evaluation, Objective, StepRecord, closure_step, evaluate, train_step
 from .store import (LOCK_NAME, SCHEMA_VERSION, CheckpointWriter, DirLock, EpochRecord, Run, RunStore, best_of,
                     holder, list_checkpoints, load_checkpoint, now, read_config, write_config)
 from .store.lock import describe as describe_holder
@@ -80,6 +80,8 @@ class _Loop:
     stale: int = 0
     epoch_started: float = 0.0
     history: list[EpochRecord] = field(default_factory=list)
+    objective: Objective | None = None  # train(objective=...): replaces the task's loss + L2
+    carry: tuple[torch.Tensor, ...] = ()  # train(carry=...): tensors aligned with the training set
 
     def state(self, value: float) -> dict[str, Any]:
         rng: dict[str, Any] = {"torch": torch.get_rng_state(), "data": self.generator.get_state()}
@@ -285,7 +287,8 @@ def train(task: Task, hp: Mapping[str, Any], *, epochs: int, run_dir: str | Path
           batch_size: int | None = None, resume: bool = False, force: bool = False,
           device: str | torch.device = "auto", observers: Sequence[Observer] = (),
           checkpoint_interval: float = 5.0, stop: Stop | None = None, allow_unknown: bool = False,
-          threads: int | str | None = "auto") -> Run:
+          threads: int | str | None = "auto", objective: Objective | None = None,
+          carry: Sequence[torch.Tensor] = ()) -> Run:
     """Returns the Run after training task's model with hp for `epochs` epochs, kept in run_dir.
 
     Ends as "completed", "early_stopped", "diverged" (a NaN/inf loss; no exception), "interrupted"
@@ -294,6 +297,8 @@ def train(task: Task, hp: Mapping[str, Any], *, epochs: int, run_dir: str | Path
     the same numbers. checkpoint_interval: at most one write per this many seconds (0: every epoch).
     threads: "auto" (1 for small steps, this process's share of the cores for big ones; a resume keeps
     the count it started with), an int, or None to leave torch's setting alone; restored after the call.
+    objective(model, x, y) -> loss tensor replaces the task's loss + L2 in every step (DESIGN.md §6.5);
+    carry: tensors with one row per training example, handed to it beside the labels, y = (labels, *carry).
     """
     plan, model = _plan(task, hp, epochs, run_dir, seed, batch_size, resume, force, device, checkpoint_interval,
                         allow_unknown)
@@ -303,6 +308,7 @@ def train(task: Task, hp: Mapping[str, Any], *, epochs: int, run_dir: str | Path
         _prepare_dir(run_dir, plan.config, resume, force, task, locked=True)  # again: nobody else writes now
         ckpt = _latest_loadable(run_dir) if plan.resume_from is not None else None
         loop = _setup(task, model, hp, seed, dev)
+        loop.objective, loop.carry = objective, _check_carry(task, carry)
         n = _threads(threads, run_dir, ckpt, loop.model, task, dev, hp)
         if force:
             _wipe(run_dir)
@@ -343,6 +349,28 @@ def _threads(setting: Any, run_dir: Path, ckpt: Any, model: nn.Module, task: Tas
     return resolve_threads(setting)
 
 
+def _check_carry(task: Task, carry: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    """Returns carry as a tuple after checking each tensor has one row per training example."""
+    n = len(task.splits.train)
+    for i, t in enumerate(carry):
+        if not isinstance(t, torch.Tensor) or t.ndim == 0 or len(t) != n:
+            got = f"{len(t)} rows" if isinstance(t, torch.Tensor) and t.ndim else type(t).__name__
+            raise ConfigError(f"carry[{i}]: needs a tensor with one row per training example ({n}), got {got}")
+    return tuple(carry)
+
+
+def _batches(train_set: Any, carry: tuple[torch.Tensor, ...], bs: int, shuffle: bool,
+             generator: torch.Generator) -> Any:
+    """Returns the epoch's batches: (x, y), or (x, (y, *carried rows)) when tensors are carried."""
+    if not carry:
+        return data_mod.batches(train_set, bs, shuffle=shuffle, generator=generator)
+    x, y = data_mod.tensors(train_set)
+    n = len(x)
+    idx = torch.randperm(n, generator=generator, device=generator.device).to(x.device) if shuffle else \
+        torch.arange(n, device=x.device)
+    return ((x[j], (y[j], *(c[j.to(c.device)] for c in carry))) for j in idx.split(bs))
+
+
 def _setup(task: Task, model: nn.Module, hp: Mapping[str, Any], seed: int, dev: torch.device) -> _Loop:
     model = model.to(dev)
     return _Loop(model=model, optimizer=build_optimizer(model.parameters(), hp), schedule=build_schedule(hp),
@@ -367,6 +395,7 @@ def _run(task: Task, hp: dict[str, Any], epochs: int, run_dir: Path, seed: int, 
     loop.history = list(store.history())
     _start_meta(store, dev, seed, loop.step > 0)
     train_set = data_mod.to_device(task.splits.train, dev)
+    loop.carry = tuple(c.to(dev) for c in loop.carry)
     val_set = data_mod.to_device(task.splits.val, dev)
     train_eval = _train_subset(train_set, len(val_set), seed)  # type: ignore[arg-type]
     status, diverged_at, error = "completed", None, None
@@ -415,10 +444,10 @@ def _epoch(task: Task, hp: Mapping[str, Any], loop: _Loop, train_set: Any, store
     step_fn = closure_step if full_batch else train_step
     loop.epoch_started = time.perf_counter()
     checking = bool(stop.conditions)
-    for i, (x, y) in enumerate(data_mod.batches(train_set, bs, shuffle=not full_batch, generator=loop.generator)):
+    for i, (x, y) in enumerate(_batches(train_set, loop.carry, bs, not full_batch, loop.generator)):
         if i == 0 or not loop.schedule.per_epoch:
             lr = loop.schedule.apply(loop.optimizer, loop.epoch + i / nb)
-        loss = step_fn(loop.model, x, y, task.loss_fn, weights, reg, loop.optimizer, clip)
+        loss = step_fn(loop.model, x, y, task.loss_fn, weights, reg, loop.optimizer, clip, loop.objective)
         loop.step += 1
         at = loop.epoch + (i + 1) / nb
         store.log(loop.step, at, "loss", loss)
