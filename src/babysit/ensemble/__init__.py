@@ -1,0 +1,14 @@
+"""Ensembles of trained models, their measured gain, and distillation of an ensemble into one model.
+
+core.py: Ensemble (from_runs, from_checkpoints, from_run) and train_many; evaluation.py: the report
+(accuracy and NLL of the ensemble and each member, gains with paired-bootstrap intervals, the size
+curve); distill.py: one student trained on the ensemble's softened probabilities.
+"""
+
+from __future__ import annotations
+
+from .core import Ensemble, Member, train_many
+from .evaluation import EnsembleReport, Gain, MemberScore, evaluate_ensemble, paired_interval
+
+__all__ = ["Ensemble", "EnsembleReport", "Gain", "Member", "MemberScore", "evaluate_ensemble", "paired_interval",
+           "train_many"]
