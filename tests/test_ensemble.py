@@ -102,3 +102,26 @@ def test_paired_interval_brackets_the_mean_with_the_right_width():
     assert (g.high - g.low) == pytest.approx(2 * 1.96 / 2000 ** 0.5, rel=0.15)
     c = paired_interval(torch.full((50,), 0.25))
     assert c.low == pytest.approx(0.25) and c.high == pytest.approx(0.25)
+
+
+def test_distillation_moves_the_student_toward_the_ensemble(runs, spiral_task, tmp_path):
+    from babysit.ensemble import distill
+
+    ens = Ensemble.from_runs(runs)
+    report = distill(ens, spiral_task, HP, temperature=4.0, alpha=0.9, epochs=6, run_dir=tmp_path / "d",
+                     seed=7, checkpoint_interval=0)
+    assert report.student_kl < report.labels_kl, report.table()  # held-out (test) KL(ensemble || model)
+    assert report.student_acc > 0.7 and (report.student_dir / "config.toml").is_file()
+    assert "label-only student" in report.table()
+
+
+def test_soft_targets_are_the_softened_average(runs, spiral):
+    from babysit.ensemble import soft_targets
+
+    ens = Ensemble.from_runs(runs)
+    x, _ = bs.data.tensors(spiral.train, limit=8)
+    hot, cold = soft_targets(ens, spiral.train, 4.0)[:8], soft_targets(ens, spiral.train, 1.0)[:8]
+    torch.testing.assert_close(cold, ens.predict_proba(x))
+    manual = torch.stack([torch.softmax(bs.load(r.dir)(x) / 4.0, 1) for r in runs]).mean(0)
+    torch.testing.assert_close(hot, manual)
+    assert (hot.max(1).values < cold.max(1).values).all()  # softer

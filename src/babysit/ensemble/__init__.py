@@ -8,7 +8,8 @@ curve); distill.py: one student trained on the ensemble's softened probabilities
 from __future__ import annotations
 
 from .core import Ensemble, Member, train_many
+from .distill import DistillReport, distill, distill_objective, soft_targets
 from .evaluation import EnsembleReport, Gain, MemberScore, evaluate_ensemble, paired_interval
 
-__all__ = ["Ensemble", "EnsembleReport", "Gain", "Member", "MemberScore", "evaluate_ensemble", "paired_interval",
-           "train_many"]
+__all__ = ["DistillReport", "Ensemble", "EnsembleReport", "Gain", "Member", "MemberScore", "distill",
+           "distill_objective", "evaluate_ensemble", "paired_interval", "soft_targets", "train_many"]
