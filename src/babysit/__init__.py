@@ -23,8 +23,10 @@ _EXPORTS: dict[str, str] = {
     "check_gradients": "gradcheck", "PreflightReport": "preflight", "check_task": "preflight",
     "SanityReport": "sanity", "sanity_checks": "sanity", "Splits": "data", "Stop": "status", "Task": "task",
     "evaluate": "runs", "load": "runs", "train": "train",
+    "Ensemble": "ensemble", "distill": "ensemble", "train_many": "ensemble",
 }
-_SUBMODULES = ("config", "data", "errors", "gradcheck", "hparams", "losses", "models", "optim", "sanity", "status",
+_SUBMODULES = ("config", "data", "ensemble", "errors", "gradcheck", "hparams", "losses", "models", "optim", "sanity",
+               "status",
                "step", "store")
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES, "__version__"])
@@ -46,8 +48,10 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
-    from . import config, data, errors, gradcheck, hparams, losses, models, optim, sanity, status, step, store
+    from . import (config, data, ensemble, errors, gradcheck, hparams, losses, models, optim, sanity, status, step,
+                   store)
     from .data import Splits
+    from .ensemble import Ensemble, distill, train_many
     from .errors import BabysitError, CheckFailed, ConfigError, DataError, MissingExtra, StoreError, UserCodeError
     from .gradcheck import GradientReport, assert_gradients, check_function, check_gradients
     from .preflight import PreflightReport, check_task

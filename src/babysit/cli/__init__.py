@@ -19,8 +19,9 @@ __all__ = ["build_config", "main"]
 
 def _commands() -> dict[str, Callable[[Any, Any], int]]:
     from .commands import cmd_check, cmd_train
+    from .ensemble import cmd_distill, cmd_ensemble
 
-    return {"train": cmd_train, "check": cmd_check}
+    return {"train": cmd_train, "check": cmd_check, "ensemble": cmd_ensemble, "distill": cmd_distill}
 
 
 def _run(argv: Sequence[str] | None) -> int:
