@@ -36,7 +36,7 @@ def test_objective_really_replaces_the_loss(spiral_task, tmp_path):
 
 
 def test_carried_tensors_arrive_beside_the_labels_row_aligned(spiral_task, tmp_path):
-    x, y = bs.data.tensors(spiral_task.splits.train)
+    _, y = bs.data.tensors(spiral_task.splits.train)
     seen = []
 
     def obj(model, xb, yb):

@@ -14,7 +14,8 @@ the model at the end of each cycle is kept.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -22,8 +23,15 @@ from torch.optim.swa_utils import AveragedModel
 
 from .errors import ConfigError
 
-__all__ = ["ema_decay", "ema_avg_fn", "make_ema", "ema_weights", "snapshot_epochs", "SnapshotSchedule",
-           "check_snapshots"]
+__all__ = [
+    "SnapshotSchedule",
+    "check_snapshots",
+    "ema_avg_fn",
+    "ema_decay",
+    "ema_weights",
+    "make_ema",
+    "snapshot_epochs",
+]
 
 
 def ema_decay(decay: float, updates: int) -> float:

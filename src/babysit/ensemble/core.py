@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import sys
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -19,11 +20,11 @@ from ..store import Run, best_of, list_checkpoints, read_config
 from ..task import Task
 from ..train import train
 
-__all__ = ["Member", "Ensemble", "train_many"]
+__all__ = ["Ensemble", "Member", "train_many"]
 
 # Importing the submodule babysit.train makes Python bind babysit.train to that module, hiding the lazily
 # exported function bs.train; bind the function back (the lead may fix this once in babysit/__init__.py).
-setattr(sys.modules[__name__.split(".")[0]], "train", train)
+setattr(sys.modules[__name__.split(".")[0]], "train", train)  # noqa: B010
 
 _AVERAGES = ("prob", "score")
 
@@ -89,7 +90,7 @@ class Ensemble:
 
     @classmethod
     def from_runs(cls, runs: Sequence[Run | str | Path], *, task: Task | None = None, weights: str = "raw",
-                  average: str = "prob") -> "Ensemble":
+                  average: str = "prob") -> Ensemble:
         """Returns the ensemble of each run's best checkpoint (same model, different seeds or hyperparameters)."""
         sources = []
         for run in runs:
@@ -103,14 +104,14 @@ class Ensemble:
 
     @classmethod
     def from_checkpoints(cls, paths: Sequence[str | Path], *, task: Task | None = None, weights: str = "raw",
-                         average: str = "prob") -> "Ensemble":
+                         average: str = "prob") -> Ensemble:
         """Returns the ensemble of checkpoint files, each inside its run directory (run_dir/checkpoints/...)."""
         sources = [(f"{Path(p).parent.parent.name}/{Path(p).name}", Path(p).parent.parent, Path(p)) for p in paths]
         return cls._build(sources, task, weights, average)
 
     @classmethod
     def from_run(cls, run: Run | str | Path, last: int = 5, *, task: Task | None = None, weights: str = "raw",
-                 average: str = "prob") -> "Ensemble":
+                 average: str = "prob") -> Ensemble:
         """Returns the ensemble of one run's last `last` checkpoints (a snapshot run: its last cycle ends)."""
         d = _dir_of(run)
         if isinstance(last, bool) or not isinstance(last, int) or last < 1:
@@ -128,7 +129,7 @@ class Ensemble:
 
     @classmethod
     def _build(cls, sources: Sequence[tuple[str, Path, Path]], task: Task | None, weights: str,
-               average: str) -> "Ensemble":
+               average: str) -> Ensemble:
         if not sources:
             raise ConfigError("an ensemble needs at least one member; none was given")
         task = task if task is not None else task_of(sources[0][1])

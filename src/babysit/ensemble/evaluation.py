@@ -16,7 +16,7 @@ from .. import data as data_mod
 from ..errors import ConfigError
 from .core import Ensemble
 
-__all__ = ["Gain", "MemberScore", "EnsembleReport", "evaluate_ensemble", "paired_interval"]
+__all__ = ["EnsembleReport", "Gain", "MemberScore", "evaluate_ensemble", "paired_interval"]
 
 _SPLITS = ("train", "val", "test")
 

@@ -9,9 +9,10 @@ A student trained on the labels alone, same hp and seed, is the baseline the rep
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
