@@ -125,3 +125,15 @@ def test_soft_targets_are_the_softened_average(runs, spiral):
     manual = torch.stack([torch.softmax(bs.load(r.dir)(x) / 4.0, 1) for r in runs]).mean(0)
     torch.testing.assert_close(hot, manual)
     assert (hot.max(1).values < cold.max(1).values).all()  # softer
+
+
+def test_a_checkpoint_of_another_architecture_is_named_and_skipped(runs, tmp_path):
+    from babysit.store import read_config, write_config
+
+    d = tmp_path / "narrow"
+    shutil.copytree(runs[1].dir, d)
+    cfg = read_config(d)
+    write_config(d, {**cfg, "hp": {**cfg["hp"], "width": 8}})  # its checkpoints no longer fit its model
+    with pytest.warns(UserWarning, match="narrow.*does not fit the run's model"):
+        ens = Ensemble.from_runs([runs[0].dir, d])
+    assert [m.name for m in ens.members] == ["seed-0"]
