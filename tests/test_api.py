@@ -13,6 +13,7 @@ PUBLIC = [
     "load_study", "loguniform", "losses", "lr_find", "models", "optim", "report", "sanity", "sanity_checks",
     "search", "status", "step", "store", "train", "uniform", "watch",
 ]
+PUBLIC = sorted([*PUBLIC, "Ensemble", "distill", "ensemble", "train_many"])  # issue 11: ensembles
 
 
 def test_all_is_pinned_and_sorted():

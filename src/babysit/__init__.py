@@ -29,8 +29,10 @@ _EXPORTS: dict[str, str] = {
     "Finding": "diagnose", "diagnose": "diagnose", "report": "report", "watch": "telemetry",
     "Stage": "search", "Study": "search", "Trial": "search", "choice": "search", "intuniform": "search",
     "load_study": "search", "loguniform": "search", "lr_find": "search", "search": "search", "uniform": "search",
+    "Ensemble": "ensemble", "distill": "ensemble", "train_many": "ensemble",
 }
-_SUBMODULES = ("config", "data", "errors", "gradcheck", "hparams", "losses", "models", "optim", "sanity", "status",
+_SUBMODULES = ("config", "data", "ensemble", "errors", "gradcheck", "hparams", "losses", "models", "optim", "sanity",
+               "status",
                "step", "store")
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES, "__version__"])
@@ -64,8 +66,10 @@ class _Package(types.ModuleType):
 sys.modules[__name__].__class__ = _Package
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
-    from . import config, data, errors, gradcheck, hparams, losses, models, optim, sanity, status, step, store
+    from . import (config, data, ensemble, errors, gradcheck, hparams, losses, models, optim, sanity, status, step,
+                   store)
     from .data import Splits
+    from .ensemble import Ensemble, distill, train_many
     from .errors import BabysitError, CheckFailed, ConfigError, DataError, MissingExtra, StoreError, UserCodeError
     from .gradcheck import (GradientReport, assert_gradients, check_autograd_function, check_function,
                             check_gradients, check_layer, check_loss)

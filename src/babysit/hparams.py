@@ -132,6 +132,10 @@ KEYS: dict[str, Key] = _keys(
         hint="the probability of dropping a unit, e.g. 0.5"),
     Key("activation", str, "relu", choices=ACTIVATIONS, noun="activation", search=ACTIVATIONS, models=BUILTIN_MODELS),
     Key("init", str, "kaiming", choices=INITS, noun="init", search=INITS, models=BUILTIN_MODELS),
+    Key("ema", float, None, low=0.0, high=1.0, low_open=True, high_open=True, scale="linear", search=(0.99, 0.9999),
+        hint="keeps a running average of the weights with this decay (warmed up), e.g. 0.999"),
+    Key("snapshots", int, None, low=1, high=10**4,
+        hint="snapshot ensemble: this many cosine learning-rate cycles, the model kept at each cycle's end"),
     Key("kernel_size", int, 5, low=1, high=1024, models=("cnn1d",), hint="odd kernels keep the length, e.g. 5"),
 )
 

@@ -11,9 +11,13 @@ from torch import nn
 from .data import batches
 from .losses import l2_term
 
-__all__ = ["StepRecord", "objective", "train_step", "closure_step", "evaluate", "Evaluation"]
+__all__ = ["StepRecord", "Objective", "objective", "task_objective", "train_step", "closure_step", "evaluate",
+           "Evaluation"]
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# objective(model, x, y) -> the loss tensor one step minimises (DESIGN.md §6.5). y is the batch's labels, or
+# (labels, *carried) when train(..., carry=...) hands tensors aligned with the training set beside them.
+Objective = Callable[[nn.Module, torch.Tensor, Any], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -53,12 +57,25 @@ def objective(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: LossF
     return loss
 
 
-def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn,
+def task_objective(loss_fn: LossFn, reg_params: Sequence[torch.Tensor], reg: float) -> Objective:
+    """Returns the default objective(model, x, y): the task's data loss + 0.5 * reg * sum(W**2)."""
+
+    def fn(model: nn.Module, x: torch.Tensor, y: Any) -> torch.Tensor:
+        return objective(model, x, y, loss_fn, reg_params, reg)
+
+    return fn
+
+
+def train_step(model: nn.Module, x: torch.Tensor, y: Any, loss_fn: LossFn,
                reg_params: Sequence[torch.Tensor], reg: float, optimizer: torch.optim.Optimizer,
-               clip_norm: float | None = None) -> float:
-    """Returns the batch objective after one gradient step (NaN/inf is returned, not raised)."""
+               clip_norm: float | None = None, objective_fn: Objective | None = None) -> float:
+    """Returns the batch objective after one gradient step (NaN/inf is returned, not raised).
+
+    objective_fn(model, x, y), when given, replaces data loss + L2 (loss_fn, reg_params and reg are then unused).
+    """
     optimizer.zero_grad(set_to_none=True)
-    loss = objective(model, x, y, loss_fn, reg_params, reg)
+    loss = objective_fn(model, x, y) if objective_fn is not None else \
+        objective(model, x, y, loss_fn, reg_params, reg)
     loss.backward()
     if clip_norm is not None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
@@ -66,14 +83,15 @@ def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Loss
     return loss.item()
 
 
-def closure_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn,
+def closure_step(model: nn.Module, x: torch.Tensor, y: Any, loss_fn: LossFn,
                  reg_params: Sequence[torch.Tensor], reg: float, optimizer: torch.optim.Optimizer,
-                 clip_norm: float | None = None) -> float:
-    """Returns the objective before one full-batch step of a closure optimizer (L-BFGS)."""
+                 clip_norm: float | None = None, objective_fn: Objective | None = None) -> float:
+    """Returns the objective before one full-batch step of a closure optimizer (L-BFGS); objective_fn as train_step."""
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad(set_to_none=True)
-        loss = objective(model, x, y, loss_fn, reg_params, reg)
+        loss = objective_fn(model, x, y) if objective_fn is not None else \
+            objective(model, x, y, loss_fn, reg_params, reg)
         loss.backward()
         if clip_norm is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)

@@ -23,13 +23,14 @@ from torch import nn
 
 from ._check import check_number
 from ._version import __version__
+from . import averaging
 from . import data as data_mod
 from . import hparams
 from .errors import BabysitError, ConfigError, StoreError, describe_user_error
 from .losses import reg_params as weights_of
 from .optim import build_optimizer, build_schedule, is_full_batch
 from .status import Stop
-from .step import Evaluation, StepRecord, closure_step, evaluate, train_step
+from .step import Evaluation, Objective, StepRecord, closure_step, evaluate, train_step
 from .store import (LOCK_NAME, SCHEMA_VERSION, CheckpointWriter, DirLock, EpochRecord, Run, RunStore, best_of,
                     holder, list_checkpoints, load_checkpoint, now, read_config, write_config)
 from .store.lock import describe as describe_holder
@@ -82,6 +83,11 @@ class _Loop:
     stale: int = 0
     epoch_started: float = 0.0
     history: list[EpochRecord] = field(default_factory=list)
+    objective: Objective | None = None  # train(objective=...): replaces the task's loss + L2
+    carry: tuple[torch.Tensor, ...] = ()  # train(carry=...): tensors aligned with the training set
+    ema: Any = None  # hp["ema"]: the AveragedModel of the weights, updated after every step
+    keep_last: int = 2  # checkpoints kept besides the best
+    keep_epochs: tuple[int, ...] = ()  # hp["snapshots"]: the cycle ends, always kept
 
     def state(self, value: float) -> dict[str, Any]:
         rng: dict[str, Any] = {"torch": torch.get_rng_state(), "data": self.generator.get_state()}
@@ -89,12 +95,18 @@ class _Loop:
             rng["cuda"] = torch.cuda.get_rng_state_all()
         return {"format": 1, "epoch": self.epoch, "step": self.step, "val_acc": value, "best_val": self.best_val,
                 "stale": self.stale, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "schedule": self.schedule.state_dict(), "rng": rng}
+                "schedule": self.schedule.state_dict(), "rng": rng,
+                **({"ema": self.ema.state_dict()} if self.ema is not None else {})}
 
     def restore(self, ckpt: Mapping[str, Any]) -> None:
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.schedule.load_state_dict(ckpt["schedule"])
+        if self.ema is not None:
+            if "ema" not in ckpt:
+                raise StoreError("the checkpoint holds no running average of the weights (hp['ema']); resume "
+                                 "with the hyperparameters the run was started with")
+            self.ema.load_state_dict(ckpt["ema"])
         torch.set_rng_state(ckpt["rng"]["torch"])
         self.generator.set_state(ckpt["rng"]["data"])
         if "cuda" in ckpt["rng"] and torch.cuda.is_available():
@@ -280,6 +292,7 @@ def _plan(task: Task, hp: Mapping[str, Any], epochs: int, run_dir: str | Path, s
                               allow_unknown=allow_unknown)
     build_optimizer(model.parameters(), hp)
     build_schedule(hp)
+    averaging.check_snapshots(hp, epochs)
     config = {"babysit": {"version": __version__, "torch": torch.__version__}, "task": task.describe(),
               "hp": hp, "train": {"epochs": epochs, "seed": seed, "device": str(device)},
               "fingerprint": task.fingerprint(model)}
@@ -296,7 +309,8 @@ def train(task: Task, hp: Mapping[str, Any], *, epochs: int, run_dir: str | Path
           batch_size: int | None = None, resume: bool = False, force: bool = False,
           device: str | torch.device = "auto", observers: Sequence[Observer] = (),
           checkpoint_interval: float = 5.0, stop: Stop | None = None, allow_unknown: bool = False,
-          threads: int | str | None = "auto", monitor: bool = True) -> Run:
+          threads: int | str | None = "auto", monitor: bool = True, objective: Objective | None = None,
+          carry: Sequence[torch.Tensor] = (), keep_last: int = 2) -> Run:
     """Returns the Run after training task's model with hp for `epochs` epochs, kept in run_dir.
 
     Ends as "completed", "early_stopped", "diverged" (a NaN/inf loss; no exception), "interrupted"
@@ -307,6 +321,11 @@ def train(task: Task, hp: Mapping[str, Any], *, epochs: int, run_dir: str | Path
     the count it started with), an int, or None to leave torch's setting alone; restored after the call.
     monitor=True records the notes' instruments (babysit.telemetry.watch) and diagnoses each epoch;
     False attaches nothing.
+    objective(model, x, y) -> loss tensor replaces the task's loss + L2 in every step (DESIGN.md §6.5);
+    carry: tensors with one row per training example, handed to it beside the labels, y = (labels, *carry).
+    keep_last: checkpoints kept besides the best (hp["snapshots"] also keeps every cycle's end).
+    hp["ema"] keeps a running average of the weights, evaluated every epoch (epoch/val_acc_ema) and
+    checkpointed beside them (load(run_dir, weights="ema")).
     """
     plan, model = _plan(task, hp, epochs, run_dir, seed, batch_size, resume, force, device, checkpoint_interval,
                         allow_unknown)
@@ -316,6 +335,8 @@ def train(task: Task, hp: Mapping[str, Any], *, epochs: int, run_dir: str | Path
         _prepare_dir(run_dir, plan.config, resume, force, task, locked=True)  # again: nobody else writes now
         ckpt = _latest_loadable(run_dir) if plan.resume_from is not None else None
         loop = _setup(task, model, hp, seed, dev)
+        loop.objective, loop.carry = objective, _check_carry(task, carry)
+        _averaging(loop, hp, epochs, keep_last)
         n = _threads(threads, run_dir, ckpt, loop.model, task, dev, hp)
         if force:
             _wipe(run_dir)
@@ -331,7 +352,8 @@ def _train_locked(task: Task, hp: dict[str, Any], epochs: int, run_dir: Path, se
                   loop: _Loop, ckpt: Mapping[str, Any] | None, plan: Plan, checkpoint_interval: float,
                   observers: Sequence[Any], stop: Stop | None, threads: int | None, monitor: bool) -> Run:
     store = RunStore(run_dir)
-    writer = CheckpointWriter(run_dir, interval=checkpoint_interval, metric=task.metric.name, mode=task.metric.mode)
+    writer = CheckpointWriter(run_dir, interval=checkpoint_interval, metric=task.metric.name, mode=task.metric.mode,
+                              keep_last=loop.keep_last, keep_epochs=loop.keep_epochs)
     watcher = None
     try:
         if ckpt is not None:
@@ -363,6 +385,40 @@ def _threads(setting: Any, run_dir: Path, ckpt: Any, model: nn.Module, task: Tas
     return resolve_threads(setting)
 
 
+def _averaging(loop: _Loop, hp: Mapping[str, Any], epochs: int, keep_last: int) -> None:
+    """Sets up the running average of the weights (hp["ema"]) and the snapshot cycles (hp["snapshots"])."""
+    check_number("keep_last", keep_last, kind=int, low=1, high=10**6, hint="checkpoints kept besides the best")
+    loop.keep_last = int(keep_last)
+    if hp.get("ema") is not None:
+        loop.ema = averaging.make_ema(loop.model, float(hp["ema"]))
+    k = averaging.check_snapshots(hp, epochs)
+    if k is not None:
+        loop.schedule = averaging.SnapshotSchedule(loop.schedule, epochs, k)
+        loop.keep_epochs = averaging.snapshot_epochs(epochs, k)
+
+
+def _check_carry(task: Task, carry: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    """Returns carry as a tuple after checking each tensor has one row per training example."""
+    n = len(task.splits.train)  # type: ignore[arg-type]
+    for i, t in enumerate(carry):
+        if not isinstance(t, torch.Tensor) or t.ndim == 0 or len(t) != n:
+            got = f"{len(t)} rows" if isinstance(t, torch.Tensor) and t.ndim else type(t).__name__
+            raise ConfigError(f"carry[{i}]: needs a tensor with one row per training example ({n}), got {got}")
+    return tuple(carry)
+
+
+def _batches(train_set: Any, carry: tuple[torch.Tensor, ...], bs: int, shuffle: bool,
+             generator: torch.Generator) -> Any:
+    """Returns the epoch's batches: (x, y), or (x, (y, *carried rows)) when tensors are carried."""
+    if not carry:
+        return data_mod.batches(train_set, bs, shuffle=shuffle, generator=generator)
+    x, y = data_mod.tensors(train_set)
+    n = len(x)
+    idx = torch.randperm(n, generator=generator, device=generator.device).to(x.device) if shuffle else \
+        torch.arange(n, device=x.device)
+    return ((x[j], (y[j], *(c[j.to(c.device)] for c in carry))) for j in idx.split(bs))
+
+
 def _setup(task: Task, model: nn.Module, hp: Mapping[str, Any], seed: int, dev: torch.device) -> _Loop:
     model = model.to(dev)
     return _Loop(model=model, optimizer=build_optimizer(model.parameters(), hp), schedule=build_schedule(hp),
@@ -387,6 +443,7 @@ def _run(task: Task, hp: dict[str, Any], epochs: int, run_dir: Path, seed: int, 
     loop.history = list(store.history())
     _start_meta(store, dev, seed, loop.step > 0)
     train_set = data_mod.to_device(task.splits.train, dev)
+    loop.carry = tuple(c.to(dev) for c in loop.carry)
     val_set = data_mod.to_device(task.splits.val, dev)
     train_eval = _train_subset(train_set, len(val_set), seed)  # type: ignore[arg-type]
     status, diverged_at, error = "completed", None, None
@@ -438,16 +495,18 @@ def _epoch(task: Task, hp: Mapping[str, Any], loop: _Loop, train_set: Any, store
     step_fn = closure_step if full_batch else train_step
     loop.epoch_started = time.perf_counter()
     checking = bool(stop.conditions)
-    for i, (x, y) in enumerate(data_mod.batches(train_set, bs, shuffle=not full_batch, generator=loop.generator)):
+    for i, (x, y) in enumerate(_batches(train_set, loop.carry, bs, not full_batch, loop.generator)):
         if i == 0 or not loop.schedule.per_epoch:
             lr = loop.schedule.apply(loop.optimizer, loop.epoch + i / nb)
-        loss = step_fn(loop.model, x, y, task.loss_fn, weights, reg, loop.optimizer, clip)
+        loss = step_fn(loop.model, x, y, task.loss_fn, weights, reg, loop.optimizer, clip, loop.objective)
         loop.step += 1
         at = loop.epoch + (i + 1) / nb
         store.log(loop.step, at, "loss", loss)
         if not math.isfinite(loss):
             log.warning("loss became %s at step %d (epoch %.2f): stopping as diverged", loss, loop.step, at)
             return False
+        if loop.ema is not None:
+            loop.ema.update_parameters(loop.model)
         if observers or checking:
             record = StepRecord(loop.step, at, loss, lr)
             _notify(observers, "on_step", record)
@@ -483,6 +542,10 @@ def _end_epoch(task: Task, hp: Mapping[str, Any], loop: _Loop, val_set: Any, tra
                          time.perf_counter() - loop.epoch_started, value)
     loop.history.append(record)
     store.log_epoch(loop.step, record)
+    if loop.ema is not None:
+        ema = evaluate(loop.ema.module, val_set, task.loss_fn)
+        store.log(loop.step, float(loop.epoch), "epoch/val_acc_ema", ema.accuracy)
+        store.log(loop.step, float(loop.epoch), "epoch/val_loss_ema", ema.loss)
     store.flush()
     if math.isfinite(value):
         writer.save(loop.epoch, value, loop.state(value))

@@ -20,10 +20,12 @@ __all__ = ["build_config", "main"]
 def _commands() -> dict[str, Callable[[Any, Any], int]]:
     from .commands import cmd_check, cmd_train
     from .cluster import COMMANDS as CLUSTER_COMMANDS
+    from .ensemble import cmd_distill, cmd_ensemble
     from .look import COMMANDS as LOOK_COMMANDS
     from .search import COMMANDS as SEARCH_COMMANDS
 
-    return {"train": cmd_train, "check": cmd_check, **LOOK_COMMANDS, **SEARCH_COMMANDS, **CLUSTER_COMMANDS}
+    return {"train": cmd_train, "check": cmd_check, "ensemble": cmd_ensemble, "distill": cmd_distill,
+            **LOOK_COMMANDS, **SEARCH_COMMANDS, **CLUSTER_COMMANDS}
 
 
 def _run(argv: Sequence[str] | None) -> int:

@@ -15,6 +15,7 @@ from ..config import RunConfig, from_dict, load_config, parse_value, with_overri
 from ..errors import ConfigError
 from ..hparams import KEYS
 from ..status import STATUSES
+from .ensemble import add_parsers as _add_ensemble_parsers
 
 __all__ = ["build_config", "parser", "search_path"]
 
@@ -60,6 +61,7 @@ def parser() -> argparse.ArgumentParser:
                    help="at most one checkpoint write per this many seconds (default 5; 0: every epoch)")
     r.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint")
     r.add_argument("--force", action="store_true", help="overwrite a run already in --run-dir")
+    r.add_argument("--keep-last", type=int, metavar="K", help="checkpoints kept besides the best (default 2)")
     r.add_argument("--dry-run", action="store_true",
                    help="validate everything (config, data, model built once), print the plan, write nothing")
     r.add_argument("--test", action="store_true",
@@ -82,6 +84,7 @@ def parser() -> argparse.ArgumentParser:
     from .cluster import add_parsers as add_cluster_parsers  # worker
 
     add_cluster_parsers(sub)
+    _add_ensemble_parsers(sub)
     return p
 
 

@@ -105,7 +105,7 @@ def cmd_train(args: argparse.Namespace, console: Any) -> int:
     start = time.perf_counter()
     with getattr(progress, "progress", nullcontext()):
         run = train(task, cfg.hp, observers=[progress, live_report], threads=cfg.train.threads or "auto",
-                    **kw)  # type: ignore[arg-type]
+                    keep_last=args.keep_last or 2, **kw)  # type: ignore[arg-type]
     test = None
     if args.test and run.best_checkpoint is not None and task.splits.test is not None:
         from ..runs import evaluate

@@ -82,9 +82,11 @@ def best_of(checkpoints: Iterable[Checkpoint], mode: str = "max") -> Checkpoint 
 
 
 def save_checkpoint(run_dir: str | Path, epoch: int, val_acc: float, payload: Mapping[str, Any],
-                    *, keep_last: int = 2, metric: str = "val_acc", mode: str = "max") -> Path:
-    """Returns the path of a new checkpoint, written atomically; keeps the best and the last keep_last."""
-    return _write_checkpoint(Path(run_dir), epoch, val_acc, _serialise(payload), keep_last, metric, mode)
+                    *, keep_last: int = 2, metric: str = "val_acc", mode: str = "max",
+                    keep_epochs: Iterable[int] = ()) -> Path:
+    """Returns the path of a new checkpoint, written atomically; keeps the best, the last keep_last and keep_epochs."""
+    return _write_checkpoint(Path(run_dir), epoch, val_acc, _serialise(payload), keep_last, metric, mode,
+                             frozenset(keep_epochs))
 
 
 def _serialise(payload: Mapping[str, Any]) -> bytes:
@@ -94,8 +96,11 @@ def _serialise(payload: Mapping[str, Any]) -> bytes:
 
 
 def _write_checkpoint(run_dir: Path, epoch: int, value: float, data: bytes, keep_last: int, metric: str = "val_acc",
-                      mode: str = "max") -> Path:
-    """Records the checksum (run.sqlite, then `<name>.sha256`), writes the file atomically, then prunes."""
+                      mode: str = "max", keep_epochs: frozenset[int] = frozenset()) -> Path:
+    """Records the checksum (run.sqlite, then `<name>.sha256`), writes the file atomically, then prunes.
+
+    keep_epochs: epochs never pruned (the cycle ends of a snapshot ensemble).
+    """
     d = run_dir / "checkpoints"
     path = d / checkpoint_name(epoch, value, metric)
     try:
@@ -110,7 +115,7 @@ def _write_checkpoint(run_dir: Path, epoch: int, value: float, data: bytes, keep
         atomic_write(path, lambda f: f.write(data))
     except (OSError, sqlite3.Error) as exc:
         raise StoreError(_write_failed(run_dir, path, exc)) from exc
-    _prune(run_dir, keep_last, mode)
+    _prune(run_dir, keep_last, mode, keep_epochs)
     return path
 
 
@@ -130,10 +135,11 @@ def _write_failed(run_dir: Path, path: Path, exc: BaseException) -> str:
             "then resume (--resume)")
 
 
-def _prune(run_dir: Path, keep_last: int, mode: str) -> None:
-    """Deletes checkpoints that are neither the best nor among the last keep_last, with their checksums."""
+def _prune(run_dir: Path, keep_last: int, mode: str, keep_epochs: frozenset[int] = frozenset()) -> None:
+    """Deletes checkpoints that are neither the best, among the last keep_last nor kept epochs, with their checksums."""
     ckpts = list_checkpoints(run_dir)
     keep = {c.path for c in ckpts[-keep_last:]} | {best_of(ckpts, mode).path}  # type: ignore[union-attr]
+    keep |= {c.path for c in ckpts if c.epoch in keep_epochs}
     gone = [c.path for c in ckpts if c.path not in keep]
     # a checksum whose checkpoint never arrived (the process was killed mid-write) goes too
     gone += [p.with_name(p.name[: -len(".sha256")]) for p in (run_dir / "checkpoints").glob("*.pt.sha256")
@@ -170,12 +176,17 @@ class CheckpointWriter:
     they are written when `interval` has passed since the last write, and always by wait()/close().
     A killed run loses at most `interval` seconds of work, and resumes exactly from what is on disk.
     Writing, fsync, rename and pruning happen in order on one worker; wait() raises any write error.
+    keep_epochs: epochs always written at once and never pruned (a snapshot ensemble's cycle ends).
     """
 
     def __init__(self, run_dir: str | Path, *, keep_last: int = 2, interval: float = 0.0,
-                 clock: Callable[[], float] = time.monotonic, metric: str = "val_acc", mode: str = "max") -> None:
+                 clock: Callable[[], float] = time.monotonic, metric: str = "val_acc", mode: str = "max",
+                 keep_epochs: Iterable[int] = ()) -> None:
         if interval < 0:
             raise StoreError(f"checkpoint interval={interval!r}: must be >= 0 seconds (0: every epoch)")
+        if isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 1:
+            raise StoreError(f"keep_last={keep_last!r}: must be an integer >= 1 (the last checkpoints kept)")
+        self.keep_epochs = frozenset(keep_epochs)
         self.run_dir, self.keep_last, self.interval, self._clock = Path(run_dir), keep_last, interval, clock
         self.metric, self.mode, self._sign = metric, mode, (1.0 if mode == "max" else -1.0)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="babysit-checkpoint")
@@ -193,7 +204,7 @@ class CheckpointWriter:
         if self._sign * val_acc > self._best_val:
             self._best_val, self._best = self._sign * val_acc, snap
         self._last = snap
-        if self._clock() - self._written_at >= self.interval:
+        if epoch in self.keep_epochs or self._clock() - self._written_at >= self.interval:
             self.flush()
 
     def flush(self) -> None:
@@ -204,7 +215,8 @@ class CheckpointWriter:
         self._written_at = self._clock()
 
     def _write(self, epoch: int, val: float, state: Any) -> Path:
-        return _write_checkpoint(self.run_dir, epoch, val, _serialise(state), self.keep_last, self.metric, self.mode)
+        return _write_checkpoint(self.run_dir, epoch, val, _serialise(state), self.keep_last, self.metric, self.mode,
+                                 self.keep_epochs)
 
     def _raise_failed(self) -> None:
         """Raises the error of a write that already failed, so a run stops at the next epoch, not at the end."""

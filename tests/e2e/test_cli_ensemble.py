@@ -1,0 +1,60 @@
+"""`babysit ensemble` and `babysit distill`: the gain table from run directories; `babysit train --keep-last`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import babysit as bs
+from babysit.store import list_checkpoints
+
+BABYSIT = Path(sys.executable).parent / "babysit"
+HP = {"optimizer": "adam", "lr": 0.01, "width": 32, "depth": 2, "batch_size": 32}
+
+
+def babysit(*args):
+    return subprocess.run([str(BABYSIT), *map(str, args)], capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli-ens")
+    r = babysit("train", "--data", "spiral", "--model", "mlp", "--optimizer", "adam", "--lr", "0.01", "--width", "32",
+                "--epochs", "5", "--seed", "1", "--checkpoint-interval", "0", "--keep-last", "4",
+                "--run-dir", root / "a", "--threads", "1")
+    assert r.returncode == 0, r.stdout + r.stderr
+    task = bs.Task(build="mlp", data=bs.data.load("spiral", seed=0), loss="softmax")
+    bs.train(task, HP, epochs=5, run_dir=root / "b", seed=2, checkpoint_interval=0, threads=1)
+    return root / "a", root / "b"
+
+
+def test_train_keeps_as_many_checkpoints_as_asked(two_runs):
+    assert {2, 3, 4, 5} <= {c.epoch for c in list_checkpoints(two_runs[0])}
+
+
+def test_ensemble_prints_the_gain_table(two_runs):
+    r = babysit("ensemble", "--from-runs", *two_runs)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "gain in accuracy over the best member" in r.stdout and "members  accuracy" in r.stdout
+    r = babysit("ensemble", "--from-run", two_runs[0], "--last", "3", "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    rep = json.loads(r.stdout)
+    assert len(rep["members"]) == 3 and [s[0] for s in rep["sizes"]] == [1, 2, 3]
+    assert set(rep["gain_acc"]) == {"value", "low", "high"}
+
+
+def test_ensemble_needs_exactly_one_source(two_runs):
+    r = babysit("ensemble", "--from-runs", two_runs[0], "--from-run", two_runs[1])
+    assert r.returncode == 2 and "exactly one of --from-runs" in r.stderr
+
+
+def test_distill_trains_both_students_and_compares(two_runs, tmp_path):
+    r = babysit("distill", "--from-runs", *two_runs, "--epochs", "3", "--run-dir", tmp_path / "d", "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    rep = json.loads(r.stdout)
+    assert {"student_acc", "labels_acc", "ensemble_acc", "student_kl", "labels_kl"} <= set(rep)
+    assert (tmp_path / "d" / "student" / "config.toml").is_file() and (tmp_path / "d" / "labels").is_dir()

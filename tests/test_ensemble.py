@@ -1,0 +1,139 @@
+"""Ensembles: members from runs and checkpoints, averaged probabilities, the gain table, bad members."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+from torch import nn
+
+import babysit as bs
+from babysit.ensemble import Ensemble, Member, paired_interval, train_many
+from babysit.errors import ConfigError, StoreError
+from babysit.store import list_checkpoints
+
+HP = {"optimizer": "adam", "lr": 0.01, "width": 32, "depth": 2, "batch_size": 32}
+
+
+@pytest.fixture(scope="module")
+def runs(spiral_task, tmp_path_factory):
+    torch.set_num_threads(1)
+    return train_many(spiral_task, HP, seeds=[0, 1, 2, 3], epochs=6, run_dir=tmp_path_factory.mktemp("many"),
+                      checkpoint_interval=0, keep_last=3)
+
+
+def test_train_many_gives_one_run_directory_per_seed(runs):
+    assert [r.dir.name for r in runs] == ["seed-0", "seed-1", "seed-2", "seed-3"]
+    assert all(r.status == "completed" for r in runs)
+    assert len({r.history[-1].val_loss for r in runs}) == 4  # different inits, different numbers
+
+
+def test_an_ensemble_of_different_inits_is_at_least_as_good_as_its_mean_member(runs):
+    report = Ensemble.from_runs(runs).evaluate("test")
+    accs = [m.accuracy for m in report.members]
+    assert len(set(accs)) > 1  # the members really differ
+    assert report.accuracy >= sum(accs) / len(accs)
+    assert report.nll < sum(m.nll for m in report.members) / len(accs)
+    g = report.gain_acc_over_mean
+    assert g.low <= g.value <= g.high and g.value == pytest.approx(report.accuracy - sum(accs) / len(accs), abs=1e-6)
+
+
+def test_the_size_curve_adds_members_in_order_of_validation_score(runs):
+    report = Ensemble.from_runs(runs).evaluate("test")
+    vals = [m.val_acc for m in report.members]
+    assert vals == sorted(vals, reverse=True) and report.best == report.members[0].name
+    assert [k for k, _, _ in report.sizes] == [1, 2, 3, 4]
+    assert report.sizes[0][1] == pytest.approx(report.members[0].accuracy)  # one member: the best by validation
+    assert report.sizes[-1][1] == pytest.approx(report.accuracy)
+    assert report.gain_acc.value == pytest.approx(report.accuracy - report.members[0].accuracy, abs=1e-6)
+    assert report.gain_nll.value == pytest.approx(report.members[0].nll - report.nll, abs=1e-6)
+    text = report.table()
+    assert "gain in accuracy over the best member" in text and report.best in text
+
+
+def test_probabilities_are_averaged_or_scores_on_request(runs, spiral):
+    x, _ = bs.data.tensors(spiral.test, limit=20)
+    p = Ensemble.from_runs(runs).predict_proba(x)
+    s = Ensemble.from_runs(runs, average="score").predict_proba(x)
+    torch.testing.assert_close(p.sum(1), torch.ones(20))
+    manual = torch.stack([torch.softmax(bs.load(r.dir)(x), 1) for r in runs]).mean(0)
+    torch.testing.assert_close(p, manual)
+    assert not torch.allclose(p, s)
+    with pytest.raises(ConfigError, match="average='mean'"):
+        Ensemble.from_runs(runs, average="mean")
+
+
+def test_checkpoints_of_one_run(runs):
+    ens = Ensemble.from_run(runs[0], last=3)
+    assert [m.name.split("/")[-1][:9] for m in ens.members] == ["epoch-004", "epoch-005", "epoch-006"]
+    with pytest.warns(UserWarning, match="keeps 3 checkpoint.*keep_last=5"):
+        assert len(Ensemble.from_run(runs[0], last=5)) == 3
+
+
+def test_snapshot_run_gives_its_cycle_ends(spiral_task, tmp_path):
+    run = bs.train(spiral_task, {**HP, "snapshots": 2}, epochs=4, run_dir=tmp_path / "s", checkpoint_interval=0)
+    ens = Ensemble.from_run(run, last=2)
+    assert [m.name.split("/")[-1][:9] for m in ens.members] == ["epoch-002", "epoch-004"]
+
+
+def test_a_checkpoint_that_does_not_load_is_skipped_by_name_or_fatal_when_alone(runs, tmp_path):
+    d = tmp_path / "copy"
+    shutil.copytree(runs[0].dir, d)
+    ckpts = [c.path for c in list_checkpoints(d)]
+    ckpts[0].write_bytes(ckpts[0].read_bytes()[:100])  # truncated
+    with pytest.warns(UserWarning, match=ckpts[0].name):
+        ens = Ensemble.from_checkpoints(ckpts)
+    assert len(ens) == len(ckpts) - 1
+    with pytest.raises(StoreError, match=f"no member of the ensemble loads.*{ckpts[0].name}"):
+        Ensemble.from_checkpoints([ckpts[0]])
+
+
+def test_members_with_different_output_sizes_are_named(spiral_task):
+    with pytest.raises(ConfigError, match="a gives 3 scores, b gives 4 scores"):
+        Ensemble([Member("a", nn.Linear(2, 3)), Member("b", nn.Linear(2, 4))], spiral_task)
+
+
+def test_paired_interval_brackets_the_mean_with_the_right_width():
+    torch.manual_seed(0)
+    d = torch.randn(2000) + 0.3
+    g = paired_interval(d, repeats=1000)
+    assert g.low < 0.3 < g.high and g.low < g.value < g.high
+    assert (g.high - g.low) == pytest.approx(2 * 1.96 / 2000 ** 0.5, rel=0.15)
+    c = paired_interval(torch.full((50,), 0.25))
+    assert c.low == pytest.approx(0.25) and c.high == pytest.approx(0.25)
+
+
+def test_distillation_moves_the_student_toward_the_ensemble(runs, spiral_task, tmp_path):
+    from babysit.ensemble import distill
+
+    ens = Ensemble.from_runs(runs)
+    report = distill(ens, spiral_task, HP, temperature=4.0, alpha=0.9, epochs=6, run_dir=tmp_path / "d",
+                     seed=7, checkpoint_interval=0)
+    assert report.student_kl < report.labels_kl, report.table()  # held-out (test) KL(ensemble || model)
+    assert report.student_acc > 0.7 and (report.student_dir / "config.toml").is_file()
+    assert "label-only student" in report.table()
+
+
+def test_soft_targets_are_the_softened_average(runs, spiral):
+    from babysit.ensemble import soft_targets
+
+    ens = Ensemble.from_runs(runs)
+    x, _ = bs.data.tensors(spiral.train, limit=8)
+    hot, cold = soft_targets(ens, spiral.train, 4.0)[:8], soft_targets(ens, spiral.train, 1.0)[:8]
+    torch.testing.assert_close(cold, ens.predict_proba(x))
+    manual = torch.stack([torch.softmax(bs.load(r.dir)(x) / 4.0, 1) for r in runs]).mean(0)
+    torch.testing.assert_close(hot, manual)
+    assert (hot.max(1).values < cold.max(1).values).all()  # softer
+
+
+def test_a_checkpoint_of_another_architecture_is_named_and_skipped(runs, tmp_path):
+    from babysit.store import read_config, write_config
+
+    d = tmp_path / "narrow"
+    shutil.copytree(runs[1].dir, d)
+    cfg = read_config(d)
+    write_config(d, {**cfg, "hp": {**cfg["hp"], "width": 8}})  # its checkpoints no longer fit its model
+    with pytest.warns(UserWarning, match="narrow.*does not fit the run's model"):
+        ens = Ensemble.from_runs([runs[0].dir, d])
+    assert [m.name for m in ens.members] == ["seed-0"]
