@@ -36,7 +36,7 @@ from .store import (LOCK_NAME, SCHEMA_VERSION, CheckpointWriter, DirLock, EpochR
 from .store.lock import describe as describe_holder
 from .task import Task
 from .threads import resolve_threads, torch_threads
-from .diagnose import LiveDiagnosis
+from .diagnose import LiveDiagnosis, settings_from_mapping
 from .telemetry.runs import watch_training
 
 __all__ = ["Observer", "Plan", "pick_device", "prepare", "resolve_hp", "train"]
@@ -266,21 +266,23 @@ def _check_args(epochs: Any, checkpoint_interval: Any, resume: bool, force: bool
 def prepare(task: Task, hp: Mapping[str, Any], *, epochs: int, run_dir: str | Path, seed: int = 0,
             batch_size: int | None = None, resume: bool = False, force: bool = False,
             device: str | torch.device = "auto", checkpoint_interval: float = 5.0,
-            allow_unknown: bool = False) -> Plan:
+            allow_unknown: bool = False, diagnose: Mapping[str, Any] | None = None) -> Plan:
     """Returns the Plan of a run after validating everything (config, keys, data, model built once); writes nothing.
 
     `babysit train --dry-run` prints it; `train` runs it. torch's global RNG is left as it was.
     """
     with torch.random.fork_rng(devices=[]):
         return _plan(task, hp, epochs, run_dir, seed, batch_size, resume, force, device, checkpoint_interval,
-                     allow_unknown)[0]
+                     allow_unknown, diagnose)[0]
 
 
 def _plan(task: Task, hp: Mapping[str, Any], epochs: int, run_dir: str | Path, seed: int, batch_size: int | None,
           resume: bool, force: bool, device: str | torch.device, checkpoint_interval: float,
-          allow_unknown: bool) -> tuple[Plan, nn.Module]:
+          allow_unknown: bool, diagnose: Mapping[str, Any] | None = None) -> tuple[Plan, nn.Module]:
     """Returns the Plan and the model built for it from torch.manual_seed(seed)."""
     _check_args(epochs, checkpoint_interval, resume, force)
+    if diagnose is not None:
+        settings_from_mapping(diagnose)  # a bad threshold or code is refused before anything is written
     check_number("seed", seed, kind=int, low=0, high=2**63 - 1)
     given = dict(hp) if isinstance(hp, Mapping) else hp
     hp = resolve_hp(task, given, batch_size)
@@ -295,7 +297,7 @@ def _plan(task: Task, hp: Mapping[str, Any], epochs: int, run_dir: str | Path, s
     averaging.check_snapshots(hp, epochs)
     config = {"babysit": {"version": __version__, "torch": torch.__version__}, "task": task.describe(),
               "hp": hp, "train": {"epochs": epochs, "seed": seed, "device": str(device)},
-              "fingerprint": task.fingerprint(model)}
+              "fingerprint": task.fingerprint(model), "diagnose": dict(diagnose or {}) or None}
     run_dir = Path(run_dir)
     ckpt = _prepare_dir(run_dir, config, resume, force, task)
     at = int(ckpt["epoch"]) if ckpt is not None else None
@@ -310,7 +312,8 @@ def train(task: Task, hp: Mapping[str, Any], *, epochs: int, run_dir: str | Path
           device: str | torch.device = "auto", observers: Sequence[Observer] = (),
           checkpoint_interval: float = 5.0, stop: Stop | None = None, allow_unknown: bool = False,
           threads: int | str | None = "auto", monitor: bool = True, objective: Objective | None = None,
-          carry: Sequence[torch.Tensor] = (), keep_last: int = 2) -> Run:
+          carry: Sequence[torch.Tensor] = (), keep_last: int = 2,
+          diagnose: Mapping[str, Any] | None = None) -> Run:
     """Returns the Run after training task's model with hp for `epochs` epochs, kept in run_dir.
 
     Ends as "completed", "early_stopped", "diverged" (a NaN/inf loss; no exception), "interrupted"
@@ -324,11 +327,12 @@ def train(task: Task, hp: Mapping[str, Any], *, epochs: int, run_dir: str | Path
     objective(model, x, y) -> loss tensor replaces the task's loss + L2 in every step (DESIGN.md §6.5);
     carry: tensors with one row per training example, handed to it beside the labels, y = (labels, *carry).
     keep_last: checkpoints kept besides the best (hp["snapshots"] also keeps every cycle's end).
+    diagnose: a [diagnose] table (thresholds, silence = [codes]) kept in config.toml for the run's diagnoses.
     hp["ema"] keeps a running average of the weights, evaluated every epoch (epoch/val_acc_ema) and
     checkpointed beside them (load(run_dir, weights="ema")).
     """
     plan, model = _plan(task, hp, epochs, run_dir, seed, batch_size, resume, force, device, checkpoint_interval,
-                        allow_unknown)
+                        allow_unknown, diagnose)
     hp, run_dir, dev = dict(plan.hp), plan.run_dir, pick_device(device)
     lock = DirLock(run_dir, "babysit train").acquire()
     try:

@@ -167,3 +167,16 @@ def test_help_shows_every_flag_with_its_default_and_choices(tmp_path):
 def test_a_width_of_2_to_the_40_is_refused_before_any_allocation(project):
     r = babysit("train", "--data", "spiral", "--width", str(2**40), "--run-dir", "r", cwd=project)
     assert r.returncode == 2 and "hp['width']=1099511627776" in r.stderr and "<= 65536" in r.stderr
+
+
+def test_a_diagnose_table_in_the_config_reaches_the_runs_diagnoses(project):
+    cfg = (project / "exp.toml").read_text() + '\n[diagnose]\nsilence = ["val_plateau"]\n'
+    (project / "diag.toml").write_text(cfg)
+    r = babysit("train", "diag.toml", "--run-dir", "r", cwd=project)
+    assert r.returncode == 0, r.stderr
+    assert 'silence = [\n    "val_plateau",\n]' in (project / "r" / "config.toml").read_text() or \
+        'silence = ["val_plateau"]' in (project / "r" / "config.toml").read_text()
+    (project / "bad.toml").write_text(cfg.replace('silence = ["val_plateau"]', "lr_hgih = 3"))
+    r = babysit("train", "bad.toml", "--run-dir", "r2", cwd=project)
+    assert r.returncode == 2 and "[diagnose] lr_hgih=3: unknown threshold" in r.stderr
+    assert not (project / "r2").exists()

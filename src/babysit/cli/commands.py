@@ -95,7 +95,8 @@ def cmd_train(args: argparse.Namespace, console: Any) -> int:
     task = Task.from_config(cfg.task, search=search_path(args))
     kw = dict(epochs=cfg.train.epochs, run_dir=cfg.train.run_dir or _default_run_dir(cfg), seed=cfg.train.seed,
               device=cfg.train.device, resume=args.resume, force=args.force,
-              checkpoint_interval=cfg.train.checkpoint_interval, allow_unknown=args.allow_unknown)
+              checkpoint_interval=cfg.train.checkpoint_interval, allow_unknown=args.allow_unknown,
+              diagnose=cfg.sections.get("diagnose"))
     if args.dry_run:
         return _dry_run(prepare(task, cfg.hp, **kw), args.json)  # type: ignore[arg-type]
     from ..report import ReportObserver
