@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -70,11 +71,31 @@ def forward_macs(model: nn.Module, x: torch.Tensor) -> float:
     return total[0]
 
 
+def busy_cores(window: float = 0.1) -> float:
+    """Returns how many cores other work keeps busy now: /proc/stat sampled over `window` seconds.
+
+    The 1-minute load average lags: a run that just ended still counts there for a minute.
+    """
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+        return sum(fields), fields[3] + fields[4]  # total, idle + iowait
+
+    try:
+        t0, i0 = sample()
+        time.sleep(window)
+        t1, i1 = sample()
+    except (OSError, ValueError, IndexError):  # pragma: no cover - not Linux
+        return os.getloadavg()[0]
+    total = max(1, t1 - t0)
+    return (os.cpu_count() or 1) * (1.0 - (i1 - i0) / total)
+
+
 def choose_threads(macs: float, *, cores: int | None = None, workers: int | None = None,
                    load: float | None = None) -> int:
     """Returns the thread count for steps of `macs` multiply-adds: 1 for small steps, else this process's share.
 
-    The share is cores // workers, lowered to the cores the load average leaves free.
+    The share is cores // workers, lowered to the cores that other work leaves free right now.
     """
     cores = available_cores() if cores is None else cores
     workers = _workers() if workers is None else workers
@@ -82,10 +103,7 @@ def choose_threads(macs: float, *, cores: int | None = None, workers: int | None
         return 1
     share = max(1, cores // max(1, workers))
     if load is None:
-        try:
-            load = os.getloadavg()[0]
-        except OSError:  # pragma: no cover
-            load = 0.0
+        load = busy_cores()
     free = max(1, int(cores - load + 0.5))
     return max(1, min(share, free))
 
