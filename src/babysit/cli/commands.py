@@ -104,9 +104,12 @@ def cmd_train(args: argparse.Namespace, console: Any) -> int:
     progress = progress_for(console, cfg.train.epochs)
     live_report = ReportObserver(kw["run_dir"])
     start = time.perf_counter()
-    with getattr(progress, "progress", nullcontext()):
-        run = train(task, cfg.hp, observers=[progress, live_report], threads=cfg.train.threads or "auto",
-                    keep_last=args.keep_last or 2, **kw)  # type: ignore[arg-type]
+    try:
+        with getattr(progress, "progress", nullcontext()):
+            run = train(task, cfg.hp, observers=[progress, live_report], threads=cfg.train.threads or "auto",
+                        keep_last=args.keep_last or 2, **kw)  # type: ignore[arg-type]
+    finally:
+        live_report.close()
     test = None
     if args.test and run.best_checkpoint is not None and task.splits.test is not None:
         from ..runs import evaluate

@@ -125,9 +125,13 @@ class ReportObserver:
         self._thread.start()
 
     def on_end(self, run: Any) -> None:
+        self.close()
+        self._write()
+
+    def close(self) -> None:
+        """Waits for a write in progress (a run that raised must not exit under a rendering thread)."""
         if self._thread is not None:
             self._thread.join()
-        self._write()
 
     @property
     def path(self) -> Path:

@@ -185,7 +185,7 @@ class StudyStore:
 
     def mark_running(self, trial_id: int) -> None:
         """Records who runs the trial (host, pid); its start time is the first heartbeat."""
-        self.set_attr(trial_id, "worker", {"host": socket.gethostname(), "pid": os.getpid()})
+        self.set_attr(trial_id, "worker", worker_record())
 
     def finish(self, trial_id: int, value: float | None, result: Mapping[str, Any]) -> bool:
         """Records a finished trial (COMPLETE with its value, or FAIL when value is None); False if taken away.
@@ -244,15 +244,30 @@ class StudyStore:
             start = t.datetime_start.timestamp() if t.datetime_start else now
             beat = float(t.user_attrs.get("heartbeat", start))
             who = t.user_attrs.get("worker") or {}  # {}: popped a moment ago, not yet marked running
-            dead = dead_pids and bool(who) and who.get("host") == host and not _alive(who.get("pid"))
+            dead = dead_pids and bool(who) and who.get("host") == host and not _alive(who.get("pid"),
+                                                                                       who.get("started"))
             if now - beat > stale_after or dead:
                 why = "its worker is gone" if dead else f"no heartbeat for {now - beat:.1f} s"
                 n += self.requeue(t, why, max_attempts)
         return n
 
 
-def _alive(pid: Any) -> bool:
-    """Returns True when a process with this pid exists on this host."""
+def start_time(pid: int) -> int | None:
+    """Returns the start time of a process (clock ticks after boot, /proc/<pid>/stat), or None off Linux."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def worker_record() -> dict[str, Any]:
+    """Returns who this process is: host, pid and start time (a pid alone is reused, 32768 of them here)."""
+    return {"host": socket.gethostname(), "pid": os.getpid(), "started": start_time(os.getpid())}
+
+
+def _alive(pid: Any, started: Any = None) -> bool:
+    """Returns True when the process with this pid (and, when recorded, this start time) exists on this host."""
     if not isinstance(pid, int):
         return False
     try:
@@ -260,8 +275,8 @@ def _alive(pid: Any) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    return started is None or start_time(pid) in (None, started)
 
 
 def params_of(t: FrozenTrial) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from .space import Param, active, check_space, parse_space, space_to_dict
 from .stages import Stage, refit
 from optuna.exceptions import UpdateFinishedTrialError
 
-from .storage import StudyStore, TrialState, _alive, final_trials, params_of
+from .storage import StudyStore, TrialState, _alive, final_trials, params_of, worker_record
 
 __all__ = ["TrialContext", "Outcome", "Hopeless", "work", "ensure_stage", "stage_results", "Objective"]
 
@@ -130,7 +130,7 @@ def ensure_stage(store: StudyStore, s: int) -> None:
     """Creates stage s when this process wins the election (a no-op otherwise): its space and queued trials."""
     if store.stage_id(s) is not None or store.claim_stage(s) is None:
         return
-    store.set_stage_attr(s, "claimed", {"host": socket.gethostname(), "pid": os.getpid()})
+    store.set_stage_attr(s, "claimed", worker_record())
     _fill_stage(store, s)
 
 
@@ -174,7 +174,7 @@ def repair_stages(store: StudyStore, stages: int) -> int:
         claimed = attrs.get("claimed") or {}
         if store.stage_id(s) is None or attrs.get("ready") or claimed.get("host") != socket.gethostname():
             continue
-        if not _alive(claimed.get("pid")):
+        if not _alive(claimed.get("pid"), claimed.get("started")):
             _fill_stage(store, s)
             n += 1
     return n
