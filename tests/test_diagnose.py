@@ -220,3 +220,59 @@ def test_live_rules_warn_and_store_findings_while_the_run_goes_on(digits, tmp_pa
     assert seen[0][0] == 1 and "lr_too_high" in seen[0][1]  # after the first epoch, not only at the end
     warned = [r.getMessage() for r in caplog.records if "lr_too_high" in r.getMessage()]
     assert len(warned) == 1 and warned[0].startswith("epoch 1:")  # said once, when it first appears
+
+
+def _hand_loop(task, hp, epochs, run_dir):
+    """The case of the sickbay trained by a plain PyTorch loop (torch.optim, tensor slicing) with bs.watch."""
+    torch.manual_seed(0)
+    model = task.build_model(task.resolve_hp(hp))
+    params = model.parameters()
+    opt = {"adam": lambda: torch.optim.Adam(params, lr=hp["lr"]),
+           "momentum": lambda: torch.optim.SGD(params, lr=hp["lr"], momentum=0.9),
+           "sgd": lambda: torch.optim.SGD(params, lr=hp["lr"])}[hp["optimizer"]]()
+    x, y = bs.data.tensors(task.splits.train)
+    xv, yv = bs.data.tensors(task.splits.val)
+    bsz = hp["batch_size"]
+    with bs.watch(model, opt, run_dir, num_classes=task.num_classes, probe=(xv, yv)) as w:
+        for _ in range(epochs):
+            model.train()
+            perm = torch.randperm(len(x))
+            for i in range(0, len(x), bsz):
+                idx = perm[i:i + bsz]
+                loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                w.step(loss)
+            model.eval()
+            with torch.no_grad():
+                w.epoch(train_acc=(model(x).argmax(1) == y).float().mean().item(),
+                        val_acc=(model(xv).argmax(1) == yv).float().mean().item())
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def hand_runs(digits, tmp_path_factory):
+    root = tmp_path_factory.mktemp("hand_sickbay")
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return {name: _hand_loop(task, hp, epochs, root / name)
+                for name, (task, hp, epochs) in sickbay.cases(digits).items()}
+    finally:
+        torch.set_num_threads(prev)
+
+
+@pytest.mark.parametrize("case", sorted(EXPECT))
+def test_every_sick_case_is_diagnosed_the_same_on_a_hand_written_loop(hand_runs, case):
+    code, wrong = EXPECT[case]
+    findings = bs.diagnose(hand_runs[case], reference=hand_runs["reference"] if case == "underfitting" else None)
+    got = _diagnoses(findings)
+    assert code in got, [f.to_dict() for f in findings]
+    assert not got & wrong, [f.to_dict() for f in findings if f.code in wrong]
+
+
+def test_a_healthy_hand_written_loop_has_no_warning(hand_runs):
+    for name in ("healthy", "reference"):
+        findings = bs.diagnose(hand_runs[name])
+        assert not _diagnoses(findings), [f.to_dict() for f in findings]
