@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["EXIT_BAD_INPUT", "EXIT_CODES", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USER_CODE",
+__all__ = ["EXIT_BAD_INPUT", "EXIT_CODES", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USER_CODE", "SIGINT_SEEN",
            "STATUSES", "STOP_REASONS", "Stop", "exit_code"]
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,9 @@ def exit_code(status: str) -> int:
 
 
 Condition = Callable[[Any], "tuple[str, str] | None"]
+
+
+SIGINT_SEEN = threading.Event()  # a Ctrl-C the command line deferred (it landed in an import): babysit.cli.main
 
 
 class Stop:
@@ -87,7 +90,14 @@ class Stop:
 
     @contextmanager
     def on_sigint(self) -> Iterator["Stop"]:
-        """Within the block, the first Ctrl-C sets "interrupted"; a second one aborts (KeyboardInterrupt)."""
+        """Within the block, the first Ctrl-C sets "interrupted"; a second one aborts (KeyboardInterrupt).
+
+        A Ctrl-C the command line saw earlier (start-up: one an import swallowed) sets it on entry.
+        """
+        if SIGINT_SEEN.is_set():
+            SIGINT_SEEN.clear()
+            self.set("interrupted", "Ctrl-C during start-up")
+            log.warning("interrupt: Ctrl-C during start-up, stopping before the first step")
         if threading.current_thread() is not threading.main_thread():
             yield self
             return

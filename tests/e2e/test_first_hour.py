@@ -180,3 +180,14 @@ def test_a_diagnose_table_in_the_config_reaches_the_runs_diagnoses(project):
     r = babysit("train", "bad.toml", "--run-dir", "r2", cwd=project)
     assert r.returncode == 2 and "[diagnose] lr_hgih=3: unknown threshold" in r.stderr
     assert not (project / "r2").exists()
+
+
+def test_a_ctrl_c_inside_an_import_waits_for_the_import_to_finish(project):
+    # an import interrupted half-way can be swallowed and leave a module half-initialised (numpy, seen in CI):
+    # babysit lets the import finish, then stops
+    (project / "mydata.py").write_text("import os, signal, time\nos.kill(os.getpid(), signal.SIGINT)\ntime.sleep(0.3)\n"
+                                       "open('imported', 'w').close()\n" + DATA)
+    r = babysit("train", "exp.toml", "--run-dir", "r", cwd=project)
+    assert r.returncode == 130, (r.stdout, r.stderr)
+    assert (project / "imported").exists()
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1

@@ -7,13 +7,14 @@ one line, exit 130, never a traceback. Exit codes are the table of DESIGN.md §3
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
 from typing import Any, Callable, Sequence
 
 from ..errors import BabysitError, UserCodeError, describe_user_error, user_frame
-from ..status import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_USER_CODE
+from ..status import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_USER_CODE, SIGINT_SEEN
 from .args import build_config, parser
 
 __all__ = ["build_config", "main"]
@@ -30,14 +31,39 @@ def _commands() -> dict[str, Callable[[Any, Any], int]]:
             **LOOK_COMMANDS, **SEARCH_COMMANDS, **CLUSTER_COMMANDS}
 
 
-_ctrl_c = threading.Event()
+def _importing(frame: Any) -> bool:
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
+
+
+_main_running = threading.Event()
+
+
+_seen = threading.Event()  # any Ctrl-C since main() began (SIGINT_SEEN: one deferred and not yet acted on)
+
+
+def _again() -> None:
+    if _main_running.is_set() and SIGINT_SEEN.is_set():
+        os.kill(os.getpid(), signal.SIGINT)
 
 
 def _on_sigint(signum: int, frame: Any) -> None:
-    # Remembered, then raised as usual: a Ctrl-C that lands inside an import can be swallowed there (a
-    # compiled module's init turns it into an ImportError that torch catches), leaving numpy half-imported,
-    # and the next error is a consequence of the Ctrl-C, not a fault of the user's code.
-    _ctrl_c.set()
+    # A KeyboardInterrupt raised inside an import can be swallowed there (seen: numpy left half-imported, then
+    # "module 'numpy' has no attribute 'multiply'" from the user's data function, or a run that went on as if
+    # nothing happened). So a Ctrl-C that lands in an import is deferred: the signal comes again 50 ms later,
+    # until it lands outside any import, or the command's next check (after the imports; Stop.on_sigint)
+    # takes it.
+    _seen.set()
+    if _importing(frame):
+        SIGINT_SEEN.set()
+        timer = threading.Timer(0.05, _again)
+        timer.daemon = True
+        timer.start()
+        return
+    SIGINT_SEEN.clear()
     raise KeyboardInterrupt
 
 
@@ -48,9 +74,13 @@ def _run(argv: Sequence[str] | None) -> int:
 
     console = Console()
     try:
-        return _commands()[args.command](args, console)
+        command = _commands()[args.command]
+        if SIGINT_SEEN.is_set():  # deferred during the imports
+            SIGINT_SEEN.clear()
+            raise KeyboardInterrupt
+        return command(args, console)
     except Exception as exc:
-        if _ctrl_c.is_set():
+        if _seen.is_set():
             raise KeyboardInterrupt from None  # whatever broke after a Ctrl-C broke because of it
         if isinstance(exc, UserCodeError):
             print(f"error: {exc}", file=sys.stderr)
@@ -66,7 +96,9 @@ def _run(argv: Sequence[str] | None) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the babysit command line; returns the exit code."""
-    _ctrl_c.clear()
+    SIGINT_SEEN.clear()
+    _seen.clear()
+    _main_running.set()
     previous = None
     if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         previous = signal.signal(signal.SIGINT, _on_sigint)
@@ -76,6 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted (Ctrl-C)", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
     finally:
+        _main_running.clear()
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
 
