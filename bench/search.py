@@ -123,12 +123,72 @@ def cold_start(workers: int) -> float:
         return float(stamp.read_text()) - t
 
 
+def _seconds(cmd: list[str]) -> float:
+    import subprocess
+
+    t = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True)
+    return time.perf_counter() - t
+
+
+def cli_cold_start(workers: int) -> float:
+    """Returns seconds from launching `babysit search CONFIG` to its first trial's start (the store's clock)."""
+    import subprocess
+
+    from babysit.search.storage import StudyStore
+
+    with tempfile.TemporaryDirectory() as d:
+        cfg = Path(d) / "s.toml"
+        cfg.write_text('[task]\ndata = "spiral"\nmodel = "mlp"\n[hp]\noptimizer = "adam"\n'
+                       '[search]\nlr = {loguniform = [1e-4, 1e-1]}\nstages = [{trials = 2, epochs = 1}]\n')
+        exe = Path(sys.executable).parent / "babysit"
+        t = time.time()
+        subprocess.run([str(exe), "search", str(cfg), "--study-dir", str(Path(d) / "s"), "--workers", str(workers)],
+                       check=True, capture_output=True, cwd=d)
+        store = StudyStore(Path(d) / "s")
+        starts = [tr.datetime_start.timestamp() for tr in store.trials(0) if tr.datetime_start]
+        return min(starts) - t
+
+
+def study_html(trials: int) -> tuple[float, float, float, int]:
+    """Returns (build s, load s, write study.html s, page bytes) for a study of `trials` finished trials."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    import studyfarm
+
+    with tempfile.TemporaryDirectory() as d:
+        t = time.perf_counter()
+        studyfarm.farm(Path(d) / "s", trials)
+        built = time.perf_counter() - t
+        t = time.perf_counter()
+        study = bs.load_study(Path(d) / "s")
+        assert len(study.trials) == trials
+        loaded = time.perf_counter() - t
+        t = time.perf_counter()
+        page = study.html()
+        return built, loaded, time.perf_counter() - t, page.stat().st_size
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--at", type=int, default=1000)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--gp-at", type=int, default=300, help="GP at trial 1,000 takes minutes per ask; measured here")
+    ap.add_argument("--only", choices=["cli", "html"], help="run only the CLI cold start or the study.html figures")
+    ap.add_argument("--html-trials", type=int, default=50_000)
+    ap.add_argument("--cli-reps", type=int, default=5)
     args = ap.parse_args()
+    if args.only in ("cli", None):
+        got = sorted(cli_cold_start(1) for _ in range(args.cli_reps))
+        imp = sorted(_seconds([sys.executable, "-c", "import torch"]) for _ in range(args.cli_reps))
+        print(f"cold start `babysit search CONFIG` -> first trial, 1 worker: median {statistics.median(got):.2f} s "
+              f"(runs {', '.join(f'{g:.2f}' for g in got)}); `python -c 'import torch'` alone: "
+              f"median {statistics.median(imp):.2f} s")
+    if args.only in ("html", None):
+        built, loaded, wrote, size = study_html(args.html_trials)
+        print(f"study.html at {args.html_trials} trials: load_study + trials {loaded:.2f} s, write the page "
+              f"{wrote:.2f} s, {size / 1e3:.0f} kB (building the synthetic study took {built:.1f} s)")
+    if args.only is not None:
+        return
     print(f"sampler overhead per trial at trial {args.at} (median of {args.reps}), 4 parameters")
     for name in ("random", "qmc"):
         ours, theirs = babysit_sampler(name, args.at, args.reps), optuna_sampler(name, args.at, args.reps)

@@ -79,9 +79,15 @@ def project(tmp_path):
     return tmp_path
 
 
+def _sigint_as_on_a_terminal():
+    # a suite started in the background (`make test &`) hands its children SIGINT ignored, and Python then keeps
+    # it ignored; a user's terminal does not
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def babysit(*args, cwd, timeout=300):
     return subprocess.run([str(BABYSIT), *map(str, args)], capture_output=True, text=True, cwd=cwd, env=ENV,
-                          timeout=timeout)
+                          timeout=timeout, preexec_fn=_sigint_as_on_a_terminal)
 
 
 def test_a_typo_is_refused_with_the_suggestion(project):
@@ -137,7 +143,8 @@ def test_resume_with_nothing_to_resume_and_dry_run_write_nothing(project):
 
 def test_ctrl_c_during_start_up_exits_130_with_one_line(project):
     p = subprocess.Popen([str(BABYSIT), "train", "exp.toml", "--run-dir", "r"], cwd=project, env=ENV,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=_sigint_as_on_a_terminal)
     time.sleep(0.4)  # inside `import torch`
     p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=60)
