@@ -62,3 +62,14 @@ def test_lr_find_prints_a_value_and_a_range(tmp_path):
     got = json.loads(r.stdout)
     assert got["range"][0] < got["suggestion"] < got["range"][1]
     assert (tmp_path / "lr.png").stat().st_size > 1000
+
+
+def test_one_worker_gets_both_cores_and_does_not_hang(tmp_path):
+    # the master used to start OpenMP's pool (2 threads) before forking; the worker then hung in its first matmul
+    cfg = tmp_path / "s.toml"
+    cfg.write_text(CONFIG.replace("stages = [{trials = 4, epochs = 2}, {trials = 2, epochs = 3, continue_top = 1}]",
+                                  "stages = [{trials = 2, epochs = 1}]"))
+    r = subprocess.run([str(BABYSIT), "search", str(cfg), "--workers", "1", "--study-dir", str(tmp_path / "study")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "cannot use again" not in r.stderr

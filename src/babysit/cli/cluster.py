@@ -38,7 +38,9 @@ def add_parsers(sub: Any) -> None:
 def cmd_worker(args: argparse.Namespace, console: "Console") -> int:
     """Runs `babysit worker`; returns 0 when the study is done."""
     from ..search.cluster import join
+    from .commands import quick_optimizers
 
+    quick_optimizers()
     worker = int(os.environ.get("SLURM_ARRAY_TASK_ID") or os.environ.get("JOB_COMPLETION_INDEX") or 0)
     ran = join(args.storage, args.study, worker=worker, device=args.device, stale_after=args.stale_after,
                max_attempts=args.max_attempts, search=tuple(args.path), wait=args.wait)

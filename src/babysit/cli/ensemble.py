@@ -70,7 +70,9 @@ def cmd_distill(args: argparse.Namespace, console: Any) -> int:
     """Runs `babysit distill`: trains the students, prints the comparison (or JSON); returns 0."""
     from ..ensemble import distill
     from ..store import read_config
+    from .commands import quick_optimizers
 
+    quick_optimizers()
     ens = _ensemble(args)
     first = args.from_runs[0] if args.from_runs else args.from_run
     hp = {k: v for k, v in read_config(first)["hp"].items() if k != "snapshots"}

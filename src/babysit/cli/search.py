@@ -99,6 +99,8 @@ def _live(spec: Any, console: "Console") -> Callable[[], None]:
 
 def cmd_search(args: argparse.Namespace, console: "Console") -> int:
     """Runs `babysit search CONFIG`; returns 0 when the study finished."""
+    from ..threads import torch_threads
+    from .commands import quick_optimizers
     from ..search import search
     from ..search.api import settings_from_table
     from ..task import Task
@@ -116,10 +118,14 @@ def cmd_search(args: argparse.Namespace, console: "Console") -> int:
     settings.pop("study_dir", None)
     if args.workers is not None:
         settings["workers"] = args.workers
-    study = search(task, space, fixed=dict(cfg.hp), study_dir=study_dir, storage=args.storage, resume=args.resume,
-                   progress=_live({"study_dir": study_dir, "storage": args.storage, "name": args.study}, console),
-                   name=args.study,
-                   launcher=args.launcher, address=args.address, **settings)
+    quick_optimizers()
+    # a master with workers trains nothing itself: on one thread it starts no OpenMP pool, which forked
+    # workers could not use again (they would train on one thread each: launchers.local.fork_safe_threads)
+    with torch_threads(1 if settings.get("workers", 2) else None):
+        study = search(task, space, fixed=dict(cfg.hp), study_dir=study_dir, storage=args.storage,
+                       resume=args.resume, name=args.study, launcher=args.launcher, address=args.address,
+                       progress=_live({"study_dir": study_dir, "storage": args.storage, "name": args.study}, console),
+                       **settings)
     if args.json:
         print(json.dumps([t.to_dict() for t in study.trials], indent=2))
     else:
@@ -153,11 +159,13 @@ def cmd_study(args: argparse.Namespace, console: "Console") -> int:
 
 def cmd_lr_find(args: argparse.Namespace, console: "Console") -> int:
     """Runs `babysit lr-find CONFIG`: prints the suggested learning rate and log range."""
+    from .commands import quick_optimizers
     from ..search import lr_find
     from ..task import Task
 
     cfg = load_config(args.config)
     task = Task.from_config(cfg.task, search=[str(Path(args.config).resolve().parent), str(Path.cwd())])
+    quick_optimizers()
     found = lr_find(task, dict(cfg.hp), steps=args.steps)
     if args.plot:
         found.plot(args.plot)

@@ -22,7 +22,7 @@ from typing import Any, Callable
 from ...errors import StoreError
 from ...threads import WORKERS_ENV
 
-__all__ = ["MasterLock", "run_local", "threads_per_worker", "gpus"]
+__all__ = ["MasterLock", "run_local", "threads_per_worker", "fork_safe_threads", "gpus"]
 
 log = logging.getLogger(__name__)
 _PR_SET_PDEATHSIG = 1
@@ -62,6 +62,49 @@ def threads_per_worker(workers: int) -> int:
     """Returns each worker's share of the cores (at least one thread)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, cores // max(1, workers))
+
+
+def _probe_child(threads: int) -> None:
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+        torch.ones(1 << 22).sum()  # one parallel region of threads
+        (torch.ones(256, 256) @ torch.ones(256, 256)).sum()
+    finally:
+        os._exit(0)
+
+
+def fork_safe_threads(threads: int, timeout: float = 2.0) -> int:
+    """Returns threads, or 1 when a process forked from this one hangs with that many (OpenMP's pool).
+
+    GNU OpenMP (torch's CPU builds) cannot run a parallel region in a forked child once the parent ran one
+    with several threads: the child waits at a barrier for threads it does not have, for ever (measured:
+    `babysit search --workers 1` hung in its first matmul). A probe child tries it first (80 ms when it works);
+    where it hangs the workers train with one thread each, and a warning says why.
+    """
+    if threads <= 1:
+        return threads
+    ctx = multiprocessing.get_context("fork")
+    p = ctx.Process(target=_probe_child, args=(threads,), daemon=True)
+    p.start()
+    p.join(timeout)
+    if p.exitcode == 0:
+        return threads
+    if p.is_alive():
+        p.kill()
+        p.join()
+    log.warning("this process already ran torch on %d threads (OpenMP), which a forked worker cannot use again: "
+                "each worker trains with 1 thread instead of %d. Start the search before training in this process "
+                "(or from the command line) to give workers their share of the cores", torch_threads_now(), threads)
+    return 1
+
+
+def torch_threads_now() -> int:
+    """Returns torch's current intra-op thread count."""
+    import torch
+
+    return int(torch.get_num_threads())
 
 
 def _die_with_parent(parent: int) -> None:
@@ -105,7 +148,7 @@ def run_local(target: Callable[[int], Any], workers: int, *, lock: MasterLock | 
     at most `respawns` times. on_poll() is called while waiting (a live display).
     """
     ctx = multiprocessing.get_context("fork")
-    threads, parent, devices = threads_per_worker(workers), os.getpid(), gpus()
+    threads, parent, devices = fork_safe_threads(threads_per_worker(workers)), os.getpid(), gpus()
     lock_fd = lock.fd if lock is not None else None
 
     def start(w: int) -> Any:
