@@ -49,3 +49,32 @@ def test_report_opens_in_chromium_with_every_image_loaded(browser, tmp_path):
     assert not severe, severe
     shot = tmp_path / "report.png"
     assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
+
+
+HOSTILE = "<script>window.__pwned=1</script><img src=x onerror=\"window.__pwned=2\">'\""
+
+
+def _no_script_ran(browser, uri):
+    browser.get(uri)
+    assert browser.execute_script("return typeof window.__pwned") == "undefined"
+    return browser.find_element("tag name", "body").text
+
+
+def test_hostile_names_and_values_are_shown_as_text_in_report_and_study(browser, tmp_path):
+    from babysit.search import run_study
+
+    digits = bs.data.load("digits", seed=0)
+    task = bs.Task(build="mlp", data=digits)
+    hostile_dir = tmp_path / "<script>window.__pwned=3<\\script>\" onerror=\"window.__pwned=4'"
+    run = bs.train(task, {"optimizer": "adam", "lr": 3e-3, "width": 16, "comment": HOSTILE}, epochs=1,
+                   run_dir=hostile_dir, monitor=True)
+    text = _no_script_ran(browser, bs.report(run.dir).resolve().as_uri())
+    assert "<script>window.__pwned=1</script>" in text                  # shown, as text
+    assert not [log for log in browser.get_log("browser") if log["level"] in ("SEVERE", "ERROR")]
+
+    space = {"lr": bs.loguniform(1e-4, 1.0), "act": bs.choice(["relu", HOSTILE])}
+    study = run_study(lambda ctx: float(ctx.params["act"] == HOSTILE) + ctx.params["lr"], space,
+                      stages=[bs.Stage(6, 1)], study_dir=tmp_path / "<b onmouseover=\"window.__pwned=5\">s",
+                      workers=0, sampler="random", seed=0)
+    text = _no_script_ran(browser, study.html().resolve().as_uri())
+    assert "window.__pwned=1" in text
