@@ -137,3 +137,22 @@ def test_a_checkpoint_of_another_architecture_is_named_and_skipped(runs, tmp_pat
     with pytest.warns(UserWarning, match="narrow.*does not fit the run's model"):
         ens = Ensemble.from_runs([runs[0].dir, d])
     assert [m.name for m in ens.members] == ["seed-0"]
+
+
+def test_the_top_k_of_a_search_with_different_widths(spiral_task, tmp_path):
+    space = {"lr": bs.loguniform(3e-3, 3e-2), "width": bs.choice([8, 32, 64])}
+    study = bs.search(spiral_task, space, stages=[bs.Stage(4, 3)], fixed={"optimizer": "adam", "batch_size": 32},
+                      study_dir=tmp_path / "s", workers=0, seed=0)
+    ens = Ensemble.from_study(study, 3)
+    top = study.top(3)
+    assert [m.name for m in ens.members] == [t.run_dir.name for t in top]    # best first
+    widths = {m.model.fc1.out_features for m in ens.members}
+    assert widths == {t.params["width"] for t in top}                          # each member its own architecture
+    rep = ens.evaluate("val", repeats=100)
+    assert len(rep.members) == 3
+    with pytest.warns(UserWarning, match="fewer than k=9"):
+        assert len(Ensemble.from_study(bs.load_study(tmp_path / "s"), 9)) == 4
+    with pytest.raises(ConfigError, match="k=0"):
+        Ensemble.from_study(study, 0)
+    with pytest.raises(ConfigError, match="babysit Study"):
+        Ensemble.from_study(tmp_path / "s", 2)

@@ -49,7 +49,7 @@ def test_ensemble_prints_the_gain_table(two_runs):
 
 def test_ensemble_needs_exactly_one_source(two_runs):
     r = babysit("ensemble", "--from-runs", two_runs[0], "--from-run", two_runs[1])
-    assert r.returncode == 2 and "exactly one of --from-runs" in r.stderr
+    assert r.returncode == 2 and "exactly one of --from-runs" in r.stderr and "--from-study" in r.stderr
 
 
 def test_distill_trains_both_students_and_compares(two_runs, tmp_path):
@@ -58,3 +58,14 @@ def test_distill_trains_both_students_and_compares(two_runs, tmp_path):
     rep = json.loads(r.stdout)
     assert {"student_acc", "labels_acc", "ensemble_acc", "student_kl", "labels_kl"} <= set(rep)
     assert (tmp_path / "d" / "student" / "config.toml").is_file() and (tmp_path / "d" / "labels").is_dir()
+
+
+def test_ensemble_of_a_study_top_k(tmp_path):
+    cfg = tmp_path / "s.toml"
+    cfg.write_text('[task]\ndata = "spiral"\nmodel = "mlp"\n[hp]\noptimizer = "adam"\nwidth = 16\n'
+                   '[search]\nlr = {loguniform = [3e-3, 3e-2]}\nstages = [{trials = 3, epochs = 2}]\n')
+    r = babysit("search", cfg, "--workers", "0", "--study-dir", tmp_path / "st")
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = babysit("ensemble", "--from-study", tmp_path / "st", "--top", "2", "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert len(json.loads(r.stdout)["members"]) == 2

@@ -20,6 +20,9 @@ def _add_members(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("members (one of)")
     g.add_argument("--from-runs", nargs="+", metavar="DIR", help="run directories: each run's best checkpoint")
     g.add_argument("--from-run", metavar="DIR", help="one run directory: its last checkpoints (see --last)")
+    g.add_argument("--from-study", metavar="DIR", help="a study directory: its top trials' best checkpoints "
+                   "(see --top)")
+    g.add_argument("--top", type=int, default=5, metavar="K", help="with --from-study: the top K trials (default 5)")
     g.add_argument("--last", type=int, default=5, metavar="K",
                    help="with --from-run: the last K checkpoints, or a snapshot run's last K cycle ends (default 5)")
     g.add_argument("--weights", choices=("raw", "ema"), default="raw",
@@ -47,10 +50,16 @@ def add_parsers(sub: Any) -> None:
 
 
 def _ensemble(args: argparse.Namespace) -> Any:
-    if bool(args.from_runs) == bool(args.from_run):
-        raise ConfigError("give exactly one of --from-runs DIR... or --from-run DIR (with --last K)")
+    if sum(map(bool, (args.from_runs, args.from_run, args.from_study))) != 1:
+        raise ConfigError("give exactly one of --from-runs DIR..., --from-run DIR (with --last K) or "
+                          "--from-study DIR (with --top K)")
     from ..ensemble import Ensemble
 
+    if args.from_study:
+        from ..search import load_study
+
+        return Ensemble.from_study(load_study(args.from_study), args.top, weights=args.weights,
+                                   average=args.average)
     if args.from_runs:
         return Ensemble.from_runs(args.from_runs, weights=args.weights, average=args.average)
     return Ensemble.from_run(args.from_run, last=args.last, weights=args.weights, average=args.average)
@@ -74,7 +83,13 @@ def cmd_distill(args: argparse.Namespace, console: Any) -> int:
 
     quick_optimizers()
     ens = _ensemble(args)
-    first = args.from_runs[0] if args.from_runs else args.from_run
+    if args.from_study:
+        from ..search import load_study
+
+        best = load_study(args.from_study).best
+        first = best.run_dir if best is not None else args.from_study
+    else:
+        first = args.from_runs[0] if args.from_runs else args.from_run
     hp = {k: v for k, v in read_config(first)["hp"].items() if k != "snapshots"}
     print(f"distilling {len(ens)} member(s) into a student with the hyperparameters of {first}", file=sys.stderr)
     report = distill(ens, ens.task, hp, temperature=args.temperature, alpha=args.alpha, epochs=args.epochs,

@@ -98,6 +98,24 @@ class Ensemble:
         return cls._build(sources, task, weights, average)
 
     @classmethod
+    def from_study(cls, study: Any, k: int = 5, *, task: Task | None = None, weights: str = "raw",
+                   average: str = "prob") -> Ensemble:
+        """Returns the ensemble of a search's top k trials (their best checkpoints): different hyperparameters,
+        even different architectures. study: a babysit Study (`bs.load_study(dir)` or what `bs.search` returns).
+        """
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ConfigError(f"k={k!r}: the number of top trials, an integer >= 1, e.g. 5")
+        if not callable(getattr(study, "top", None)):
+            raise ConfigError(f"from_study needs a babysit Study (bs.load_study(dir)), got {type(study).__name__}")
+        top = list(study.top(k))
+        if not top:
+            raise ConfigError("the study has no finished trial with a metric yet: nothing to ensemble")
+        if len(top) < k:
+            warnings.warn(f"the study has {len(top)} finished trial(s), fewer than k={k}: the ensemble has "
+                          f"{len(top)} member(s)", stacklevel=2)
+        return cls.from_runs([t.run_dir for t in top], task=task, weights=weights, average=average)
+
+    @classmethod
     def from_checkpoints(cls, paths: Sequence[str | Path], *, task: Task | None = None, weights: str = "raw",
                          average: str = "prob") -> Ensemble:
         """Returns the ensemble of checkpoint files, each inside its run directory (run_dir/checkpoints/...)."""
