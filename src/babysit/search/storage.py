@@ -73,6 +73,9 @@ def rdb_url(url: str) -> str:
                      "pip install 'babysit[postgres]' (psycopg2-binary)")
 
 
+UNMARKED = 10.0  # seconds a popped trial may stay without its worker's record before it counts as abandoned
+
+
 def stage_name(name: str, stage: int) -> str:
     """Returns the Optuna study name of a stage."""
     return f"{name}/stage-{stage}"
@@ -246,19 +249,31 @@ class StudyStore:
             who = t.user_attrs.get("worker") or {}  # {}: popped a moment ago, not yet marked running
             dead = dead_pids and bool(who) and who.get("host") == host and not _alive(who.get("pid"),
                                                                                        who.get("started"))
-            if now - beat > stale_after or dead:
-                why = "its worker is gone" if dead else f"no heartbeat for {now - beat:.1f} s"
+            # a worker writes its record right after the pop; none after UNMARKED s: it died in between
+            # (a master SIGKILLed then, its workers with it), and no heartbeat will ever come
+            unmarked = not who and now - start > min(stale_after, UNMARKED)
+            if now - beat > stale_after or dead or unmarked:
+                why = "its worker is gone" if dead else \
+                    f"popped {now - start:.1f} s ago and never marked running" if unmarked else \
+                    f"no heartbeat for {now - beat:.1f} s"
                 n += self.requeue(t, why, max_attempts)
         return n
 
 
-def start_time(pid: int) -> int | None:
-    """Returns the start time of a process (clock ticks after boot, /proc/<pid>/stat), or None off Linux."""
+def _stat(pid: int) -> tuple[str, int] | None:
+    """Returns (state, start time in clock ticks after boot) of a process from /proc/<pid>/stat, or None."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[19])
+            fields = f.read().rsplit(")", 1)[1].split()
+        return fields[0], int(fields[19])
     except (OSError, ValueError, IndexError):
         return None
+
+
+def start_time(pid: int) -> int | None:
+    """Returns the start time of a process (clock ticks after boot, /proc/<pid>/stat), or None off Linux."""
+    got = _stat(pid)
+    return None if got is None else got[1]
 
 
 def worker_record() -> dict[str, Any]:
@@ -276,7 +291,10 @@ def _alive(pid: Any, started: Any = None) -> bool:
         return False
     except PermissionError:
         pass
-    return started is None or start_time(pid) in (None, started)
+    got = _stat(pid)
+    if got is not None and got[0] in ("Z", "X"):  # a zombie: dead, never reaped (an orphan where pid 1 reaps none)
+        return False
+    return started is None or got is None or got[1] == started
 
 
 def params_of(t: FrozenTrial) -> dict[str, Any]:

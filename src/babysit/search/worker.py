@@ -212,6 +212,7 @@ def _ask(store: StudyStore, s: int, plan: dict[str, Any], sampler: Any) -> tuple
     tid = study._pop_waiting_trial_id()  # atomic: exactly one worker moves a queued trial to RUNNING
     if tid is None:
         return None
+    store.mark_running(tid)  # at once: a popped trial left without this record is reaped (storage.UNMARKED)
     try:
         return _fill(store, s, plan, optuna.Trial(study, tid))
     except UpdateFinishedTrialError:  # finished by another process meanwhile (a storage without atomic pops)
@@ -240,7 +241,6 @@ def _fill(store: StudyStore, s: int, plan: dict[str, Any], trial: Any) -> tuple[
 
 def _run(store: StudyStore, objective: Objective, trial: Any, attrs: dict[str, Any], plan: dict[str, Any],
          stages: list[Stage], hopeless: Hopeless | None) -> None:
-    store.mark_running(trial._trial_id)
     s = int(attrs["stage"])
     cont = attrs.get("continue_from")
     origin = int(attrs.get("origin", attrs["id"]))  # a continued trial keeps its seed (exact resume)
