@@ -94,17 +94,10 @@ def fork_safe_threads(threads: int, timeout: float = 2.0) -> int:
     if p.is_alive():
         p.kill()
         p.join()
-    log.warning("this process already ran torch on %d threads (OpenMP), which a forked worker cannot use again: "
-                "each worker trains with 1 thread instead of %d. Start the search before training in this process "
-                "(or from the command line) to give workers their share of the cores", torch_threads_now(), threads)
+    log.warning("this process already ran torch on several threads (OpenMP), which a forked worker cannot use "
+                "again: each worker trains with 1 thread instead of %d. Start the search before training in this "
+                "process (or from the command line) to give workers their share of the cores", threads)
     return 1
-
-
-def torch_threads_now() -> int:
-    """Returns torch's current intra-op thread count."""
-    import torch
-
-    return int(torch.get_num_threads())
 
 
 def _die_with_parent(parent: int) -> None:
