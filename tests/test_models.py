@@ -157,9 +157,36 @@ def test_resolve_builtins_and_import_spec(tmp_path: Path, monkeypatch: pytest.Mo
         (lambda: models.from_hp("mlp", {"width": 0}, (4,), 3), r"hp\['width'\]=0"),
         (lambda: models.from_hp("cnn1d", {"depth": 0}, (4,), 3), r"hp\['depth'\]=0"),
         (lambda: models.from_hp("mlp", {"depth": 1.5}, (4,), 3), r"hp\['depth'\]=1.5"),
-        (lambda: models.from_hp("resnet", {}, (4,), 3), "model='resnet'.*cnn1d, mlp.*package.module:function"),
+        (lambda: models.from_hp("resnet", {}, (4,), 3), "model='resnet'.*cnn1d, cnn1d_paper, mlp.*package.module:function"),
     ],
 )
 def test_bad_input_messages(call, message: str) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ConfigError, match=message):
         call()
+
+
+def test_cnn1d_paper_is_the_mnist1d_papers_convbase():
+    """Greydanus 2020's ConvBase: stride-2 convs (5, 3, 3; padding 1) of 25 channels, 125 -> 10 linear."""
+    import torch
+
+    import babysit as bs
+
+    model = bs.models.from_hp("cnn1d_paper", {}, (40,), 10)
+    convs = [m for m in model if isinstance(m, torch.nn.Conv1d)]
+    assert [(c.kernel_size[0], c.stride[0], c.padding[0], c.out_channels) for c in convs] == \
+        [(5, 2, 1, 25), (3, 2, 1, 25), (3, 2, 1, 25)]
+    assert model.fc.in_features == 125 and sum(p.numel() for p in model.parameters()) == 5210
+    assert model(torch.randn(7, 40)).shape == (7, 10)
+    wide = bs.models.from_hp("cnn1d_paper", {"channels": 64}, (40,), 10)
+    assert wide.fc.in_features == 64 * 5
+    task = bs.Task(build="cnn1d_paper", data="mnist1d")
+    assert task.resolve_hp({})["channels"] == 25 and "width" not in task.resolve_hp({})
+
+
+def test_cnn1d_paper_refuses_inputs_too_short_for_its_strides():
+    import pytest
+
+    import babysit as bs
+
+    with pytest.raises(bs.ConfigError, match="too short"):
+        bs.models.cnn1d_paper((1,), 10)

@@ -113,3 +113,43 @@ def test_a_loss_metric_is_minimised(tmp_path, spiral):
     losses = {t.id: min(r.val_loss for r in bs.store.RunStore(t.run_dir).history()) for t in study.trials}
     assert study.best.id == min(losses, key=losses.get)
     assert study.best.metric == pytest.approx(-losses[study.best.id])
+
+
+def test_a_stage_retrains_the_top_configurations_with_its_own_hyperparameters(tmp_path, spiral_task):
+    """Stage(retrain_top=n, fixed=..., monitor=True): the recipe's final stage, trained from a new init."""
+    space = {"lr": bs.loguniform(3e-3, 0.05)}
+    final = bs.Stage(2, 4, retrain_top=2, fixed={"schedule": "step", "step_every": 2, "ema": 0.9}, monitor=True)
+    study = bs.search(spiral_task, space, stages=[bs.Stage(5, 1)], study_dir=tmp_path / "s", workers=0,
+                      fixed={"optimizer": "adam", "width": 16})
+    with pytest.raises(bs.StoreError, match="different stages"):  # a changed stage is refused on resume
+        bs.search(spiral_task, space, stages=[bs.Stage(4, 1), final], study_dir=tmp_path / "s", workers=0,
+                  fixed={"optimizer": "adam", "width": 16}, resume=True)
+    study = bs.search(spiral_task, space, stages=[bs.Stage(5, 1), final], study_dir=tmp_path / "s", workers=0,
+                      fixed={"optimizer": "adam", "width": 16}, resume=True)  # a stage added at the end
+    coarse = sorted((t for t in study.trials if t.stage == 0), key=lambda t: (-t.metric, t.id))
+    again = [t for t in study.trials if t.stage == 1]
+    assert len(coarse) == 5 and [t.params for t in again] == [t.params for t in coarse[:2]]
+    for t in again:
+        hp = bs.store.read_config(t.run_dir)["hp"]
+        assert (hp["schedule"], hp["ema"], t.epochs) == ("step", 0.9, 4)
+        assert bs.store.RunStore(t.run_dir).history()[0].val_acc != \
+            bs.store.RunStore(coarse[0].run_dir).history()[0].val_acc or t.params != coarse[0].params
+        from babysit.store.history import read_history
+        assert read_history(t.run_dir).has_telemetry
+    assert all(not read_history(t.run_dir).has_telemetry for t in coarse[2:] if t.run_dir.exists())
+
+
+@pytest.mark.parametrize("stages, match", [
+    ([bs.Stage(3, 1, retrain_top=1)], "needs a previous stage"),
+    ([bs.Stage(3, 1), bs.Stage(2, 2, retrain_top=3)], "<= the stage's trials"),
+    ([bs.Stage(3, 1), bs.Stage(2, 2, fixed={"lr": -1.0})], "lr"),
+    ([bs.Stage(3, 1), bs.Stage(2, 2, fixed={"ema": object()})], "plain data"),
+    ([bs.Stage(3, 1, monitor="yes")], "true or false"),
+])
+def test_bad_stage_settings_are_refused(tmp_path, spiral_task, stages, match):
+    with pytest.raises(bs.ConfigError, match=match):
+        bs.search(spiral_task, {"lr": bs.loguniform(1e-3, 1.0)}, stages=stages, study_dir=tmp_path / "s", workers=0)
+
+
+def test_a_stage_without_the_new_settings_keeps_its_old_plain_data():
+    assert bs.Stage(3, 1).to_dict() == {"trials": 3, "epochs": 1, "keep": None, "continue_top": 0}

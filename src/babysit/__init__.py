@@ -30,6 +30,7 @@ _EXPORTS: dict[str, str] = {
     "Stage": "search", "Study": "search", "Trial": "search", "choice": "search", "intuniform": "search",
     "load_study": "search", "loguniform": "search", "lr_find": "search", "search": "search", "uniform": "search",
     "Ensemble": "ensemble", "distill": "ensemble", "train_many": "ensemble",
+    "Budget": "recipe", "RecipeResult": "recipe", "recipe": "recipe",
 }
 _SUBMODULES = ("config", "data", "ensemble", "errors", "gradcheck", "hparams", "losses", "models", "optim", "sanity",
                "status",
@@ -74,6 +75,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .gradcheck import (GradientReport, assert_gradients, check_autograd_function, check_function,
                             check_gradients, check_layer, check_loss)
     from .preflight import PreflightReport, check_task
+    from .recipe import Budget, RecipeResult, recipe
     from .runs import evaluate, load
     from .sanity import SanityReport, sanity_checks
     from .status import Stop

@@ -21,7 +21,7 @@ else:  # pragma: no cover
 __all__ = ["TaskConfig", "TrainConfig", "RunConfig", "load_config", "from_dict", "parse_value", "with_overrides"]
 
 _SECTIONS = ("task", "hp", "train")
-_OTHER_SECTIONS = ("babysit", "diagnose", "search", "fingerprint")  # read by the modules that own them
+_OTHER_SECTIONS = ("babysit", "diagnose", "search", "fingerprint", "recipe")  # read by the modules that own them
 
 
 @dataclass(frozen=True)

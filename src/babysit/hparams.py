@@ -19,7 +19,8 @@ __all__ = ["BUILTIN_MODELS", "DEFAULT_LR", "KEYS", "Key", "RecordingHP", "SCHEDU
 
 UPDATE_RULES = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "lbfgs")
 SCHEDULES = ("constant", "step", "exp", "inv_t", "plateau")
-BUILTIN_MODELS = ("mlp", "cnn1d")
+BUILTIN_MODELS = ("mlp", "cnn1d", "cnn1d_paper")
+_LAYERED = ("mlp", "cnn1d")  # the models built from width x depth
 ACTIVATIONS = ("leaky_relu", "relu", "tanh")
 INITS = ("kaiming", "small", "xavier")
 DEFAULT_LR: dict[str, float] = {"sgd": 1e-2, "momentum": 1e-2, "nesterov": 1e-2, "adagrad": 1e-2,
@@ -124,9 +125,9 @@ KEYS: dict[str, Key] = _keys(
     Key("plateau_factor", float, 0.5, **_FRACTION, scale="linear", search=(0.1, 0.9), schedules=("plateau",),
         hint="e.g. 0.5"),
     Key("plateau_patience", int, 3, low=1, high=10**6, schedules=("plateau",), hint="epochs, e.g. 3"),
-    Key("width", int, 128, low=1, high=2**16, scale="log", search=(16, 1024), models=BUILTIN_MODELS,
+    Key("width", int, 128, low=1, high=2**16, scale="log", search=(16, 1024), models=_LAYERED,
         hint="units per hidden layer (channels for cnn1d), e.g. 128"),
-    Key("depth", int, 2, low=1, high=64, scale="linear", search=(1, 4), models=BUILTIN_MODELS,
+    Key("depth", int, 2, low=1, high=64, scale="linear", search=(1, 4), models=_LAYERED,
         hint="hidden layers, e.g. 2"),
     Key("dropout", float, 0.0, **_UNIT, scale="linear", search=(0.0, 0.7), models=BUILTIN_MODELS,
         hint="the probability of dropping a unit, e.g. 0.5"),
@@ -136,6 +137,8 @@ KEYS: dict[str, Key] = _keys(
         hint="keeps a running average of the weights with this decay (warmed up), e.g. 0.999"),
     Key("snapshots", int, None, low=1, high=10**4,
         hint="snapshot ensemble: this many cosine learning-rate cycles, the model kept at each cycle's end"),
+    Key("channels", int, 25, low=1, high=2**16, scale="log", search=(8, 256), models=("cnn1d_paper",),
+        hint="channels of each conv of the MNIST-1D paper's CNN (Greydanus 2020: 25)"),
     Key("kernel_size", int, 5, low=1, high=1024, models=("cnn1d",), hint="odd kernels keep the length, e.g. 5"),
 )
 

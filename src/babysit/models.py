@@ -1,4 +1,4 @@
-"""Small reference models built from hyperparameters: an MLP and a 1-D CNN for MNIST-1D.
+"""Small reference models built from hyperparameters: an MLP, a 1-D CNN, and the MNIST-1D paper's CNN.
 
 Layers carry readable names (fc1, act1, conv1, ...) because reports show them. The last
 layer always starts small, so a healthy model begins at the chance-level loss (ln C).
@@ -18,7 +18,7 @@ from ._optional import import_ref
 from .errors import ConfigError
 from .hparams import ACTIVATIONS, INITS, KEYS
 
-__all__ = ["ACTIVATIONS", "INITS", "MODELS", "cnn1d", "from_hp", "mlp", "resolve"]
+__all__ = ["ACTIVATIONS", "INITS", "MODELS", "cnn1d", "cnn1d_paper", "from_hp", "mlp", "resolve"]
 
 _LEAKY_SLOPE = 0.01
 _LAST_LAYER_SCALE = 0.01  # small scores -> uniform softmax -> initial loss ln C
@@ -162,6 +162,42 @@ def cnn1d(
     return model
 
 
+def cnn1d_paper(
+    input_shape: int | Iterable[int],
+    num_classes: int,
+    channels: int = 25,
+    activation: str = "relu",
+    dropout: float = 0.0,
+    init: str = "kaiming",
+) -> nn.Sequential:
+    """Return the CNN of the MNIST-1D paper (Greydanus 2020, "Scaling Down Deep Learning"; 94% there).
+
+    Three stride-2 convs (kernels 5, 3, 3, padding 1) of `channels` each, then one linear layer.
+    """
+    _check_common(activation, init, dropout, num_classes)
+    width = _check_int("channels", channels)
+    shape = _shape(input_shape)
+    if len(shape) > 2:
+        raise ConfigError(f"input_shape={shape}: cnn1d_paper takes (L,) or (C, L); use mlp for other shapes")
+    in_ch, length = (1, shape[0]) if len(shape) == 1 else shape
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
+    if len(shape) == 1:
+        layers["reshape"] = nn.Unflatten(1, (1, shape[0]))
+    for i, k in enumerate((5, 3, 3), 1):
+        layers[f"conv{i}"] = nn.Conv1d(in_ch, width, k, stride=2, padding=1)
+        layers[f"act{i}"] = _activation(activation)
+        if dropout > 0:
+            layers[f"drop{i}"] = nn.Dropout(dropout)
+        in_ch, length = width, (length + 2 - k) // 2 + 1
+        if length < 1:
+            raise ConfigError(f"input_shape={shape}: too short for cnn1d_paper's three stride-2 convs")
+    layers["flatten"] = nn.Flatten()
+    layers["fc"] = nn.Linear(in_ch * length, num_classes)
+    model = nn.Sequential(layers)
+    _init_all(model, "fc", init, activation)
+    return model
+
+
 # ---------------------------------------------------------------------------- registry
 
 
@@ -184,7 +220,11 @@ def _cnn1d_from_hp(hp: Mapping[str, Any], input_shape: tuple[int, ...], num_clas
     return cnn1d(input_shape, num_classes, channels=channels, kernel_size=_hp(hp, "kernel_size"), **_common_hp(hp))
 
 
-MODELS: dict[str, Builder] = {"mlp": _mlp_from_hp, "cnn1d": _cnn1d_from_hp}
+def _cnn1d_paper_from_hp(hp: Mapping[str, Any], input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    return cnn1d_paper(input_shape, num_classes, channels=_hp(hp, "channels"), **_common_hp(hp))
+
+
+MODELS: dict[str, Builder] = {"mlp": _mlp_from_hp, "cnn1d": _cnn1d_from_hp, "cnn1d_paper": _cnn1d_paper_from_hp}
 
 
 def resolve(spec: str) -> Builder:

@@ -50,7 +50,7 @@ def test_custom_model_from_package_module_function(tmp_path):
     (["--batch-size", "0"], "hp['batch_size']=0"),
     (["--epochs", "0"], "train.epochs=0"),
     (["--data", "cifar"], "valid: digits, mnist1d, spiral"),
-    (["--model", "resnet"], "valid: cnn1d, mlp"),
+    (["--model", "resnet"], "valid: cnn1d, cnn1d_paper, mlp"),
     (["--schedule", "cosine"], "constant"),
     (["--set", "width"], "key=value"),
 ])

@@ -25,10 +25,11 @@ def _commands() -> dict[str, Callable[[Any, Any], int]]:
     from .cluster import COMMANDS as CLUSTER_COMMANDS
     from .ensemble import cmd_distill, cmd_ensemble
     from .look import COMMANDS as LOOK_COMMANDS
+    from .recipe import COMMANDS as RECIPE_COMMANDS
     from .search import COMMANDS as SEARCH_COMMANDS
 
     return {"train": cmd_train, "check": cmd_check, "ensemble": cmd_ensemble, "distill": cmd_distill,
-            **LOOK_COMMANDS, **SEARCH_COMMANDS, **CLUSTER_COMMANDS}
+            **LOOK_COMMANDS, **SEARCH_COMMANDS, **CLUSTER_COMMANDS, **RECIPE_COMMANDS}
 
 
 def _importing(frame: Any) -> bool:

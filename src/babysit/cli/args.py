@@ -85,6 +85,9 @@ def parser() -> argparse.ArgumentParser:
 
     add_cluster_parsers(sub)
     _add_ensemble_parsers(sub)
+    from .recipe import add_parsers as add_recipe_parsers
+
+    add_recipe_parsers(sub)
     return p
 
 

@@ -40,7 +40,7 @@ def settings_from_table(table: Mapping[str, Any]) -> tuple[dict[str, Any], dict[
         try:
             settings["stages"] = [Stage(**dict(x)) for x in raw]
         except TypeError as exc:
-            raise ConfigError(f"[search] stages: {exc}; each stage takes trials, epochs, keep, continue_top") from exc
+            raise ConfigError(f"[search] stages: {exc}; each stage takes trials, epochs, keep, continue_top, retrain_top, fixed, monitor") from exc
     return parse_space({k: v for k, v in table.items() if k not in SETTINGS}), settings
 
 
@@ -61,10 +61,20 @@ def _open(spec: str, name: str, plan: dict[str, Any], resume: bool) -> StudyStor
                          "continue it, or choose another study_dir")
     old = store.plan()
     diff = [k for k in PLAN_KEYS if json.dumps(old.get(k), sort_keys=True) != json.dumps(plan.get(k), sort_keys=True)]
+    if diff == ["stages"] and _grows(old["stages"], plan["stages"]):
+        store.set_plan({**old, "stages": plan["stages"]})  # new stages at the end: the finished ones stay as they are
+        log.info("study %s: %d stage(s) added at its end", plan["study_dir"], len(plan["stages"]) - len(old["stages"]))
+        return store
     if diff:
         raise StoreError(f"cannot resume study {plan['study_dir']!r} with a different {', '.join(diff)}; "
                          "use the same arguments, or another study_dir")
     return store
+
+
+def _grows(old: list[Any], new: list[Any]) -> bool:
+    """Returns True when `new` is `old` with stages added at its end."""
+    dump = lambda x: json.dumps(x, sort_keys=True)  # noqa: E731
+    return len(new) > len(old) and all(dump(a) == dump(b) for a, b in zip(old, new))
 
 
 def _reap_all(store: StudyStore, stages: int, **kw: Any) -> None:

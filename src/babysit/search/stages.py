@@ -9,7 +9,8 @@ it AND the metric still improves toward it: position alone misfires on a paramet
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+import json
+from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping, Sequence
 
 from ..errors import ConfigError
@@ -30,12 +31,21 @@ class Stage:
     keep: how many top trials of this stage set the next stage's ranges (default a fifth, at least 2).
     continue_top: this stage's first trials are the top n of the previous stage continued from their
     checkpoints to `epochs` epochs in total (successive halving), instead of new proposals.
+    retrain_top: this stage's first trials train the top n configurations of the previous stage again,
+    from a new initialisation, for `epochs` epochs (the notes' final, longer trainings).
+    fixed: hyperparameters this stage's trials get on top of the search's fixed ones (a final stage's
+    learning-rate decay and running average of weights: {"schedule": "step", "ema": 0.999}).
+    monitor: this stage's trials record the babysitting telemetry (histograms, update ratios) for
+    diagnosis and reports; the others record scalars only.
     """
 
     trials: int
     epochs: int
     keep: int | None = None
     continue_top: int = 0
+    retrain_top: int = 0
+    fixed: Mapping[str, Any] = field(default_factory=dict)
+    monitor: bool = False
 
     @property
     def top(self) -> int:
@@ -43,8 +53,13 @@ class Stage:
         return self.keep if self.keep is not None else max(2, round(self.trials / 5))
 
     def to_dict(self) -> dict[str, Any]:
-        """Returns the stage as plain data."""
-        return asdict(self)
+        """Returns the stage as plain data (the newer fields only where set: older studies compare equal)."""
+        d = asdict(self)
+        d["fixed"] = dict(self.fixed)
+        for k, empty in (("retrain_top", 0), ("fixed", {}), ("monitor", False)):
+            if d[k] == empty:
+                del d[k]
+        return d
 
 
 def _int(name: str, v: Any, minimum: int) -> None:
@@ -65,8 +80,15 @@ def check_stages(stages: Sequence[Stage]) -> list[Stage]:
         _int(f"stages[{i}].trials", st.trials, 1)
         _int(f"stages[{i}].epochs", st.epochs, 1)
         _int(f"stages[{i}].continue_top", st.continue_top, 0)
+        _int(f"stages[{i}].retrain_top", st.retrain_top, 0)
         if st.keep is not None:
             _int(f"stages[{i}].keep", st.keep, 1)
+        _check_fixed(i, st)
+        if st.retrain_top and (i == 0 or st.continue_top):
+            raise ConfigError(f"stages[{i}].retrain_top={st.retrain_top}: needs a previous stage and excludes "
+                              "continue_top (a trial is either continued or trained again)")
+        if st.retrain_top > st.trials:
+            raise ConfigError(f"stages[{i}].retrain_top={st.retrain_top}: must be <= the stage's trials ({st.trials})")
         if st.continue_top:
             if i == 0:
                 raise ConfigError("stages[0].continue_top: the first stage has no trials to continue; set it to 0")
@@ -76,6 +98,21 @@ def check_stages(stages: Sequence[Stage]) -> list[Stage]:
                                   f"previous stage, and epochs ({st.epochs}) must exceed the previous stage's "
                                   f"({prev.epochs}): a continued trial's epochs is its total")
     return out
+
+
+def _check_fixed(i: int, st: Stage) -> None:
+    if not isinstance(st.fixed, Mapping) or not all(isinstance(k, str) for k in st.fixed):
+        raise ConfigError(f"stages[{i}].fixed={st.fixed!r}: a dict of hyperparameters, e.g. {{'schedule': 'step'}}")
+    if not isinstance(st.monitor, bool):
+        raise ConfigError(f"stages[{i}].monitor={st.monitor!r}: must be true or false")
+    try:
+        json.dumps(dict(st.fixed))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"stages[{i}].fixed: values must be plain data (numbers, strings); {exc}") from exc
+    if st.fixed:
+        from ..hparams import validate
+
+        validate(st.fixed)
 
 
 Result = tuple[Mapping[str, Any], float]  # (params, metric) of one finished trial; higher metric is better

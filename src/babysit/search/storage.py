@@ -99,6 +99,10 @@ class StudyStore:
             raise StoreError(f"study {self.name!r} already exists in {self.spec!r}; pass resume=True") from exc
         self.storage.set_study_user_attr(sid, "plan", dict(plan))
 
+    def set_plan(self, plan: Mapping[str, Any]) -> None:
+        """Replaces the plan (the master, before its workers start: a study that grows stages at its end)."""
+        self.storage.set_study_user_attr(self.root_id(), "plan", dict(plan))
+
     def exists(self) -> bool:
         """Returns True when the root study exists."""
         try:

@@ -68,7 +68,8 @@ def train_objective(task: Any, *, device: str = "auto", checkpoint_interval: flo
                     monitor: bool = False) -> Objective:
     """Returns the trial objective: train(task, fixed + params) for ctx.epochs, continued or resumed when asked.
 
-    monitor=False (default): trials record scalars only (loss, epoch records), no histograms or arrays.
+    monitor=False (default): trials record scalars only (loss, epoch records), no histograms or arrays,
+    except in a stage that asks for telemetry (Stage.monitor).
     """
     def objective(ctx: TrialContext) -> Outcome:
         if ctx.continue_from is not None and not (ctx.run_dir / "config.toml").exists():
@@ -79,7 +80,7 @@ def train_objective(task: Any, *, device: str = "auto", checkpoint_interval: flo
             return _finished_run(task, ctx.run_dir)
         run = train(task, ctx.hp, epochs=ctx.epochs, run_dir=ctx.run_dir, seed=ctx.seed, resume=resume,
                     force=not resume and ctx.run_dir.exists(), device=device, stop=Stop(_condition(ctx)),
-                    checkpoint_interval=checkpoint_interval, monitor=monitor)
+                    checkpoint_interval=checkpoint_interval, monitor=monitor or ctx.monitor)
         best = run.best_metric
         return Outcome(metric=None if best is None else task.metric.score(best), status=run.status,
                        epochs=len(run.history), reason=run.error)

@@ -82,6 +82,7 @@ class TrialContext:
     store: StudyStore = field(repr=False)
     trial_id: int = field(repr=False)
     hopeless: Hopeless | None = field(default=None, repr=False)
+    monitor: bool = False
     stop_reason: str | None = None
     stop_status: str | None = None
 
@@ -142,11 +143,14 @@ def _fill_stage(store: StudyStore, s: int) -> None:
     store.set_stage_attr(s, "space", space_to_dict(new_space))
     store.set_stage_attr(s, "findings", findings)
     offset = sum(x.trials for x in stages[:s])
-    cont = []
+    cont, again = [], []
     if st.continue_top:
         best = sorted(stage_results(store, s - 1), key=lambda r: -r[1])[: st.continue_top]
         cont = [(r[0], r[2].user_attrs["run_dir"], r[2].user_attrs["id"],
                  r[2].user_attrs.get("origin", r[2].user_attrs["id"])) for r in best]
+    if st.retrain_top:
+        best = sorted(stage_results(store, s - 1), key=lambda r: (-r[1], r[2].user_attrs["id"]))
+        again = [(r[0], r[2].user_attrs["id"]) for r in best[: st.retrain_top]]
     queued = {int(t.user_attrs["index"]) for t in store.trials(s) if "index" in t.user_attrs}
     for i in range(st.trials):
         if i in queued:
@@ -156,6 +160,8 @@ def _fill_stage(store: StudyStore, s: int) -> None:
         params: dict[str, Any] = {}
         if i < len(cont):
             attrs.update(params=cont[i][0], continue_from=cont[i][1], continues=cont[i][2], origin=cont[i][3])
+        elif i < len(again):
+            attrs.update(params=again[i][0], retrains=again[i][1])
         elif not is_adaptive(plan["sampler"]):
             params = propose(plan["sampler"], plan["seed"], s, i, new_space, st.trials, plan["fixed"])
         store.enqueue(s, params, attrs)
@@ -246,7 +252,8 @@ def _run(store: StudyStore, objective: Objective, trial: Any, attrs: dict[str, A
     origin = int(attrs.get("origin", attrs["id"]))  # a continued trial keeps its seed (exact resume)
     ctx = TrialContext(id=int(attrs["id"]), stage=s, index=int(attrs["index"]), attempt=int(attrs.get("attempt", 0)),
                        seed=int(plan["seed"]) * 100_003 + origin,
-                       params=dict(attrs["params"]), hp={**plan["fixed"], **attrs["params"]}, epochs=stages[s].epochs,
+                       params=dict(attrs["params"]), hp={**plan["fixed"], **stages[s].fixed, **attrs["params"]},
+                       epochs=stages[s].epochs, monitor=stages[s].monitor,
                        run_dir=Path(attrs["run_dir"]), continue_from=Path(cont) if cont else None, store=store,
                        trial_id=trial._trial_id, hopeless=hopeless)
     try:
