@@ -157,3 +157,24 @@ def test_bad_budgets_are_refused_before_anything_is_written(tmp_path, budget, ma
 def test_negative_minutes_are_refused():
     with pytest.raises(ConfigError, match="positive"):
         bs.Budget(minutes=-1)
+
+
+def test_retrain_and_distill_are_reported_and_hostile_names_are_escaped(tmp_path):
+    """--retrain: the chosen configuration trained again on train+val for the epochs validation chose;
+    --distill: a student of the ensemble. The recipe's directory name holds markup: shown as text."""
+    task = bs.Task(build="mlp", data="digits")
+    root = tmp_path / "r<img src=x onerror=alert(1)>"
+    r = bs.recipe(task, SPACE, budget=bs.Budget(epochs=40), dir=root, fixed=FIXED, workers=2, final_models=2,
+                  distill=True, retrain=True)
+    by = {c.name: c for c in r.candidates}
+    assert {"distilled", "retrained"} <= set(by) and by["retrained"].val_acc is None  # it trained on val
+    assert by["distilled"].val_acc is not None and by["distilled"].test_acc > 0.8
+    cfg = read_config(root / "retrained")
+    best = next(c for c in r.candidates if c.name == "single").runs[0]
+    chosen_epoch = max(RunStore(best).history(), key=lambda h: (h.val_acc, -h.epoch)).epoch
+    assert cfg["train"]["epochs"] == chosen_epoch
+    assert cfg["fingerprint"]["data_train"].endswith(f"/n={len(task.splits.train) + len(task.splits.val)}")
+    assert r.chosen == "retrained" or r.chosen in ("ensemble", "ensemble (averaged)", "distilled")
+    page = (r.dir / "recipe.html").read_text()
+    assert "<img" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
+    assert "retrained on train+val" in page

@@ -32,7 +32,7 @@ def add_parsers(sub: Any) -> None:
     b.add_argument("--minutes", type=float, help="wall-clock budget (converted to epochs once, and recorded)")
     b.add_argument("--epochs", type=int, help="budget in training epochs, all stages together")
     r.add_argument("--workers", type=int, help="local worker processes (default 2)")
-    r.add_argument("--final-models", type=int, help="final trainings, and members of the ensemble (default 5)")
+    r.add_argument("--final-models", type=int, help="final trainings, and members of the ensemble (default 6 with 2 workers)")
     r.add_argument("--dir", help="where the recipe goes (default [recipe] dir or recipes/<config name>)")
     r.add_argument("--distill", action="store_true", help="also distill the ensemble into one model")
     r.add_argument("--retrain", action="store_true",
@@ -91,7 +91,7 @@ def cmd_recipe(args: argparse.Namespace, console: "Console") -> int:
         console = Console(stderr=True)
     result = recipe(task, space, budget=budget, dir=out, fixed=dict(cfg.hp), workers=workers,
                     seed=int(table.get("seed", settings.get("seed", cfg.train.seed))),
-                    final_models=args.final_models or table.get("final_models", 5),
+                    final_models=args.final_models or table.get("final_models"),
                     distill=args.distill or bool(table.get("distill", False)),
                     retrain=args.retrain or bool(table.get("retrain", False)), resume=args.resume,
                     sampler=settings.get("sampler", DEFAULT_SAMPLER),

@@ -27,7 +27,7 @@ from ..threads import torch_threads
 from ..store import RunStore
 from ..train import train
 from .evaluate import evaluate_final, next_steps, stage_summaries
-from .plan import USABLE, Budget, Plan, final_fixed, final_stage, plan_stages
+from .plan import FINE, FINE_EPOCHS, SHARES, USABLE, Budget, Plan, final_fixed, final_stage, plan_stages
 from .result import RecipeResult
 
 __all__ = ["recipe"]
@@ -107,19 +107,39 @@ def _final_hp(task: Task, fixed: Mapping[str, Any], space: Mapping[str, Any],
     return lambda e: final_fixed(e, fixed, space, steps)
 
 
-def _timed_final(plan: Plan, study: Any, left: float, workers: int, rounds_after: int,
-                 final: Callable[[int], Mapping[str, Any]]) -> Plan:
-    """Returns the plan with the final stage's epochs set from the time left and the measured epoch of the
-    configurations it will train again (the fine stage's top ones ran beside the other workers, as it will)."""
-    fine, n2 = plan.stages[1], plan.stages[2].trials
-    top = sorted((t for t in study.trials if t.stage == 1 and t.metric is not None),
-                 key=lambda t: (-float(t.metric), t.id))[:n2]
+def _measured(study: Any, stage: int, k: int) -> float | None:
+    """Returns the mean seconds per epoch of the stage's top k trials (as they ran: beside the other workers)."""
+    top = sorted((t for t in study.trials if t.stage == stage and t.metric is not None),
+                 key=lambda t: (-float(t.metric), t.id))[:k]
     per = []
     for t in top:
         hist = RunStore(t.run_dir).history() if Path(t.run_dir).exists() else ()
         if hist:
             per.append(sum(r.seconds for r in hist) / len(hist))
-    spe = (sum(per) / len(per) if per else float(plan.seconds_per_epoch or 1.0)) * FINAL_TELEMETRY
+    return sum(per) / len(per) if per else None
+
+
+def _timed_fine(plan: Plan, study: Any, left: float, workers: int) -> Plan:
+    """Returns the plan with the fine stage sized from the time left and the measured epochs of the coarse
+    stage's top trials (the fine stage searches around them; they are often the largest models)."""
+    coarse, fine, final = plan.stages
+    spe = _measured(study, 0, coarse.top) or float(plan.seconds_per_epoch or 1.0)
+    share = max(0.0, left) * SHARES[1] / (SHARES[1] + SHARES[2]) * max(1, workers)
+    e1, over = fine.epochs, plan.overhead_seconds
+    n1 = math.floor(share / (e1 * spe + over))
+    if n1 < FINE[0]:
+        e1, n1 = max(FINE_EPOCHS[0], math.floor((share / FINE[0] - over) / spe)), FINE[0]
+    new = replace(fine, trials=min(n1, FINE[1]), epochs=e1)
+    return replace(plan, stages=(coarse, new, final_stage(final.epochs, final.trials, new)), fine_measured=True,
+                   fine_seconds_per_epoch=spe)
+
+
+def _timed_final(plan: Plan, study: Any, left: float, workers: int, rounds_after: int,
+                 final: Callable[[int], Mapping[str, Any]]) -> Plan:
+    """Returns the plan with the final stage's epochs set from the time left and the measured epoch of the
+    configurations it will train again (the fine stage's top ones ran beside the other workers, as it will)."""
+    fine, n2 = plan.stages[1], plan.stages[2].trials
+    spe = (_measured(study, 1, n2) or float(plan.seconds_per_epoch or 1.0)) * FINAL_TELEMETRY
     rounds = math.ceil(n2 / max(1, workers)) + rounds_after
     epochs = _round_down(max(0.0, left / rounds - plan.overhead_seconds) / spe)
     stage = final_stage(epochs, n2, fine, final)
@@ -160,7 +180,7 @@ def _progress(say: Callable[[str], None], study_dir: Path, plan: Plan, start: fl
 
 
 def recipe(task: Task, space: Mapping[str, Any], *, budget: Budget | Mapping[str, Any], dir: str | Path = "recipe",
-           fixed: Mapping[str, Any] | None = None, seed: int = 0, workers: int = 2, final_models: int = 5,
+           fixed: Mapping[str, Any] | None = None, seed: int = 0, workers: int = 2, final_models: int | None = None,
            distill: bool = False, retrain: bool = False, resume: bool = False, device: str = "auto",
            sampler: str = DEFAULT_SAMPLER, progress: Callable[[str], None] | None = None,
            progress_every: float = 10.0) -> RecipeResult:
@@ -169,8 +189,11 @@ def recipe(task: Task, space: Mapping[str, Any], *, budget: Budget | Mapping[str
     A failed preflight stops before any training (status "preflight_failed", with the advice). The
     recipe's result is the candidate (single, averaged, ensemble, distilled) best on validation; the
     test split is read once, at the end. retrain: the chosen configuration trained again on train+val.
+    final_models: the final trainings and the ensemble's members (default: 3 rounds of the workers, or 5).
     """
     budget = Budget.of(budget)
+    if final_models is None:  # whole rounds of the workers: 5 models on 2 workers leave one idle a third of the time
+        final_models = 3 * workers if 1 < workers <= 3 else 5
     _check_args(workers, final_models)
     if budget.epochs is not None:  # bad input is refused before anything is written
         plan_stages(budget.epochs, final_models)
@@ -215,16 +238,23 @@ def recipe(task: Task, space: Mapping[str, Any], *, budget: Budget | Mapping[str
                           keep_checkpoints=max(10, final_models), device=device,
                           progress=_progress(say, root / "study", p, start, progress_every))
 
-    if plan.minutes is not None and not plan.final_measured:  # the final stage's epochs from measured epochs
-        study = run(plan, 2, resume)
+    again = resume
+    if plan.minutes is not None and not plan.fine_measured:  # each stage sized from what the last one measured
+        study = run(plan, 1, again)
         left = plan.minutes * 60.0 - (time.perf_counter() - start) - EVALUATION * final_models
-        plan = _timed_final(plan, study, left, workers, 2 * distill + retrain, _final_hp(task, fixed, space, mid))
+        plan, again = _timed_fine(plan, study, left, workers), True
+        _write(root, {"status": "running", "plan": plan.to_dict()})
+        say(f"fine stage: {plan.stages[1].trials} trials of {plan.stages[1].epochs} epochs, from the coarse stage's "
+            f"measured {plan.fine_seconds_per_epoch:.3f} s per epoch and {left / 60:.1f} min left")
+    if plan.minutes is not None and not plan.final_measured:
+        study = run(plan, 2, again)
+        left = plan.minutes * 60.0 - (time.perf_counter() - start) - EVALUATION * final_models
+        plan, again = _timed_final(plan, study, left, workers, 2 * distill + retrain,
+                                   _final_hp(task, fixed, space, mid)), True
         _write(root, {"status": "running", "plan": plan.to_dict()})
         say(f"final stage: {final_models} trainings of {plan.stages[2].epochs} epochs, from the fine stage's "
             f"measured {plan.final_seconds_per_epoch:.3f} s per epoch and {left / 60:.1f} min left")
-        study = run(plan, 3, True)
-    else:
-        study = run(plan, 3, resume)
+    study = run(plan, 3, again)
     seconds["search"] = time.perf_counter() - t
     say("evaluation: single model, averaged weights, ensemble" + (", distillation" if distill else ""))
     t = time.perf_counter()

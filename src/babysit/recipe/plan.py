@@ -1,10 +1,11 @@
 """The recipe's plan: a budget (minutes or epochs) divided between a coarse, a fine and a final stage.
 
 An epoch budget is divided by a pure function: the same config and seed give the same numbers. A time
-budget is converted to epochs from a short calibration (three points of the space), and the final
-stage's epochs from the measured epochs of the configurations it trains again (they are often the
-largest models: sized from the calibration alone, a 2-minute budget ran 2.5-3.8 minutes); both
-conversions are recorded in recipe.json, and a resumed recipe uses them.
+budget is converted to epochs stage by stage: the coarse stage from a short calibration (three points
+of the space), the fine stage from the coarse stage's top trials' measured epochs, the final stage
+from the fine stage's (the best configurations are often the largest models: sized from the
+calibration alone, a 2-minute budget ran 2.5-3.8 minutes and a 10-minute MLP recipe over 15); each
+conversion is recorded in recipe.json, and a resumed recipe uses it.
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ class Plan:
     minutes: float | None = None
     seconds_per_epoch: float | None = None
     overhead_seconds: float = 0.0  # per trial: start-up, evaluation, checkpoint, the store's bookkeeping
+    fine_measured: bool = False  # a time budget's fine stage was sized from the coarse stage's measured epochs
+    fine_seconds_per_epoch: float | None = None
     final_measured: bool = False  # a time budget's final stage was sized from the fine stage's measured epochs
     final_seconds_per_epoch: float | None = None
 
@@ -77,6 +80,7 @@ class Plan:
         """Returns the plan recorded by to_dict."""
         return cls(int(d["epochs"]), tuple(Stage(**s) for s in d["stages"]), d.get("minutes"),
                    d.get("seconds_per_epoch"), float(d.get("overhead_seconds", 0.0)),
+                   bool(d.get("fine_measured", False)), d.get("fine_seconds_per_epoch"),
                    bool(d.get("final_measured", False)), d.get("final_seconds_per_epoch"))
 
 
