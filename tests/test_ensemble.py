@@ -12,6 +12,7 @@ import babysit as bs
 from babysit.ensemble import Ensemble, Member, paired_interval, train_many
 from babysit.errors import ConfigError, StoreError
 from babysit.store import list_checkpoints
+from babysit.train import train
 
 HP = {"optimizer": "adam", "lr": 0.01, "width": 32, "depth": 2, "batch_size": 32}
 
@@ -21,6 +22,30 @@ def runs(spiral_task, tmp_path_factory):
     torch.set_num_threads(1)
     return train_many(spiral_task, HP, seeds=[0, 1, 2, 3], epochs=6, run_dir=tmp_path_factory.mktemp("many"),
                       checkpoint_interval=0, keep_last=3)
+
+
+def test_train_many_in_parallel_workers_gives_the_runs_one_process_gives(spiral_task, tmp_path):
+    """workers=2: two forked processes train the seeds side by side; each run is the one train() gives."""
+    par = train_many(spiral_task, HP, seeds=[5, 6, 7], epochs=3, run_dir=tmp_path / "par", workers=2, threads=1)
+    one = train(spiral_task, HP, epochs=3, run_dir=tmp_path / "one", seed=6, threads=1)
+    assert [r.dir.name for r in par] == ["seed-5", "seed-6", "seed-7"] and all(r.status == "completed" for r in par)
+    assert [h.val_loss for h in par[1].history] == [h.val_loss for h in one.history]
+    assert par[1].best_checkpoint is not None and par[1].best_checkpoint.name == one.best_checkpoint.name
+    with pytest.raises(bs.ConfigError, match="workers"):
+        train_many(spiral_task, HP, seeds=[0], epochs=1, run_dir=tmp_path / "x", workers=0)
+
+
+def _fails_for_seed_1(hp):
+    if torch.initial_seed() == 1:
+        raise ValueError("seed 1 is broken")
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(2, 3))
+
+
+def test_a_seed_that_fails_in_a_worker_is_named_and_the_others_finish(spiral, tmp_path):
+    task = bs.Task(build=_fails_for_seed_1, data=spiral)
+    with pytest.raises(bs.UserCodeError, match="seed 1 failed.*seed 1 is broken.*1 of 3"):
+        train_many(task, {"lr": 0.1}, seeds=[0, 1, 2], epochs=1, run_dir=tmp_path / "m", workers=2, threads=1)
+    assert {p.name for p in (tmp_path / "m").iterdir()} >= {"seed-0", "seed-2"}
 
 
 def test_train_many_gives_one_run_directory_per_seed(runs):

@@ -178,3 +178,12 @@ def test_retrain_and_distill_are_reported_and_hostile_names_are_escaped(tmp_path
     page = (r.dir / "recipe.html").read_text()
     assert "<img" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
     assert "retrained on train+val" in page
+
+
+def test_integer_sizes_keep_their_range_as_limits_and_rates_still_extend():
+    from babysit.recipe.core import _sizes_bounded
+
+    space = _sizes_bounded({"width": bs.intuniform(64, 1024, log=True), "lr": bs.loguniform(1e-4, 1e-1),
+                            "depth": bs.intuniform(1, 3, limits=[1, 8]), "lr_auto": "auto"})
+    assert space["width"].limits == (64, 1024) and space["depth"].limits == (1, 8)  # the user's own limits win
+    assert space["lr"].limits == (None, None) and space["lr_auto"] == "auto"

@@ -12,12 +12,25 @@ from .averaging import ema_weights
 from .errors import ConfigError, StoreError
 from .losses import resolve as resolve_loss
 from .step import Evaluation, evaluate as evaluate_model
-from .store import best_of, list_checkpoints, load_checkpoint, read_config
+from .store import Run, RunStore, best_of, list_checkpoints, load_checkpoint, read_config
 from .task import Task
 
-__all__ = ["load", "load_checkpoint_model", "evaluate", "task_of"]
+__all__ = ["load", "load_checkpoint_model", "evaluate", "run_of", "task_of"]
 
 _SPLITS = ("train", "val", "test")
+
+
+def run_of(run_dir: str | Path) -> Run:
+    """Returns the Run record of a run directory (what train() returned there; also from another process)."""
+    run_dir = Path(run_dir)
+    cfg, meta = read_config(run_dir), RunStore(run_dir).meta()
+    metric, mode = str(cfg["task"].get("metric", "val_acc")), str(cfg["task"].get("metric_mode", "max"))
+    best = best_of(list_checkpoints(run_dir), mode)
+    diverged = meta.get("diverged_at")
+    return Run(dir=run_dir, status=str(meta.get("status", "unknown")),
+               diverged_at=int(diverged) if diverged not in (None, "", "None") else None,
+               history=RunStore(run_dir).history(), best_checkpoint=best.path if best else None, metric=metric,
+               metric_mode=mode, error=meta.get("error") or None)
 
 
 def task_of(run_dir: str | Path) -> Task:

@@ -13,11 +13,13 @@ from torch import nn
 
 from .. import data as data_mod
 from ..averaging import snapshot_epochs
-from ..errors import ConfigError, StoreError
-from ..runs import load_checkpoint_model, task_of
+from ..errors import BabysitError, ConfigError, StoreError, UserCodeError, describe_user_error
+from ..runs import load_checkpoint_model, run_of, task_of
 from ..store import Run, best_of, list_checkpoints, read_config
 from ..task import Task
+from ..threads import torch_threads
 from ..train import train
+from ..workers import run_local
 
 __all__ = ["Ensemble", "Member", "train_many"]
 
@@ -181,12 +183,49 @@ class Ensemble:
 
 
 def train_many(task: Task, hp: Mapping[str, Any], *, seeds: Sequence[int], epochs: int, run_dir: str | Path,
-               **kwargs: Any) -> list[Run]:
-    """Returns one Run per seed, trained one after the other in run_dir/seed-<s> (same model, other inits).
+               workers: int = 1, **kwargs: Any) -> list[Run]:
+    """Returns one Run per seed, in run_dir/seed-<s> (same model, other inits), in the order of seeds.
 
-    kwargs go to train (device, checkpoint_interval, keep_last, ...). Runs in this process, sequentially.
+    workers > 1: that many local processes train the seeds side by side (forked, each with its share of
+    the cores, dying with this one). kwargs go to train (device, checkpoint_interval, keep_last, ...).
+    With workers, a seed whose training fails (the user's code raised) raises UserCodeError once every seed
+    has run; one worker raises the error of train at once.
     """
     if not seeds:
         raise ConfigError("seeds=[]: give at least one seed, e.g. seeds=[0, 1, 2, 3, 4]")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"workers={workers!r}: must be an integer >= 1 (1: one seed after the other here)")
     root = Path(run_dir)
-    return [train(task, hp, epochs=epochs, run_dir=root / f"seed-{s}", seed=s, **kwargs) for s in seeds]
+    root.mkdir(parents=True, exist_ok=True)
+    jobs = [(int(s), root / f"seed-{s}") for s in seeds]
+    n = min(workers, len(jobs))
+    if n == 1:
+        return [train(task, hp, epochs=epochs, run_dir=d, seed=s, **kwargs) for s, d in jobs]
+
+    def target(w: int) -> None:
+        for s, d in jobs[w::n]:
+            try:
+                train(task, hp, epochs=epochs, run_dir=d, seed=s, **kwargs)
+            except Exception as exc:  # the worker goes on with its next seed; the master reports it
+                why = str(exc) if isinstance(exc, BabysitError) else describe_user_error(exc)
+                (root / f".seed-{s}.error").write_text(why)
+
+    with torch_threads(1):  # this process trains nothing meanwhile, and starts no OpenMP pool the children lose
+        run_local(target, n, respawns=0)
+    errors = {s: _pop_error(root / f".seed-{s}.error") for s, _ in jobs}
+    runs = [run_of(d) if (d / "config.toml").exists() else None for _, d in jobs]
+    bad = [(s, errors[s] or (r.error if r else None)) for (s, _), r in zip(jobs, runs)
+           if errors[s] or r is None or r.status == "failed"]
+    if bad:
+        s, why = bad[0]
+        raise UserCodeError(f"train_many: seed {s} failed: {why or 'its worker died'} ({len(bad)} of {len(jobs)} "
+                            f"seeds failed; the others are in {str(root)!r})")
+    return [r for r in runs if r is not None]
+
+
+def _pop_error(path: Path) -> str | None:
+    if not path.exists():
+        return None
+    why = path.read_text()
+    path.unlink()
+    return why
