@@ -46,9 +46,11 @@ def _summary(r: RecipeResult) -> str:
     t = r.seconds
     plan = r.plan
     budget = "" if plan is None else (
-        f"budget {plan.minutes:g} min, converted once to {plan.epochs} epochs (calibrated "
-        f"{plan.seconds_per_epoch or 0:.3f} s per epoch; re-run with epochs = {plan.epochs} for the same numbers)"
-        if plan.minutes is not None else f"budget {plan.epochs} epochs")
+        f"budget {plan.minutes:g} min: the coarse stage sized from a calibration ({plan.seconds_per_epoch or 0:.3f} s "
+        f"per epoch), the fine and final stages from the measured epochs of the stage before "
+        f"({plan.fine_seconds_per_epoch or 0:.3f} and {plan.final_seconds_per_epoch or 0:.3f} s); the plan is "
+        "recorded in recipe.json and a resumed recipe keeps it"
+        if plan.minutes is not None else f"budget {plan.epochs} epochs, divided between the stages by a pure function")
     retrained = "the chosen configuration was retrained on train+val" if r.retrained else \
         "the final models trained on the training split; validation chose every step"
     return (f"{stages}<p></p>{cands}<p class=muted>chance level {_pct(r.chance)}; test split ({r.test_examples} "
