@@ -187,3 +187,25 @@ def test_integer_sizes_keep_their_range_as_limits_and_rates_still_extend():
                             "depth": bs.intuniform(1, 3, limits=[1, 8]), "lr_auto": "auto"})
     assert space["width"].limits == (64, 1024) and space["depth"].limits == (1, 8)  # the user's own limits win
     assert space["lr"].limits == (None, None) and space["lr_auto"] == "auto"
+
+
+def test_repeating_a_recorded_plan_gives_the_same_numbers(done, tmp_path):
+    """repeat=recipe.json runs the recorded stages again: same config and seed, same numbers (DESIGN 5.9)."""
+    r = done[0]
+    again = bs.recipe(bs.Task(build="mlp", data="digits"), SPACE, repeat=r.dir / "recipe.json", dir=tmp_path / "again",
+                      fixed=FIXED, workers=2)
+    assert again.plan.stages == r.plan.stages
+    assert [(c.name, c.val_acc, c.test_acc) for c in again.candidates] == \
+        [(c.name, c.val_acc, c.test_acc) for c in r.candidates]
+
+
+def test_bad_repeats_and_unread_keys_are_refused_and_leave_nothing_behind(done, tmp_path):
+    task = bs.Task(build="mlp", data="spiral")
+    with pytest.raises(ConfigError, match="one of the two"):
+        bs.recipe(task, SPACE, budget=bs.Budget(epochs=60), repeat=done[0].dir, dir=tmp_path / "a")
+    (tmp_path / "junk.json").write_text("{}")
+    with pytest.raises(ConfigError, match="not a recipe.json"):
+        bs.recipe(task, SPACE, repeat=tmp_path / "junk.json", dir=tmp_path / "b")
+    with pytest.raises(ConfigError, match="did you mean 'lr'"):
+        bs.recipe(task, {"lrr": bs.loguniform(1e-3, 0.3)}, budget=bs.Budget(epochs=60), dir=tmp_path / "c")
+    assert not any((tmp_path / d).exists() for d in "abc")

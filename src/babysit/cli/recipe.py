@@ -31,6 +31,8 @@ def add_parsers(sub: Any) -> None:
     b = r.add_mutually_exclusive_group()
     b.add_argument("--minutes", type=float, help="wall-clock budget (converted to epochs once, and recorded)")
     b.add_argument("--epochs", type=int, help="budget in training epochs, all stages together")
+    b.add_argument("--repeat", metavar="RECIPE_JSON",
+                   help="run the stages recorded by an earlier recipe again (same config and seed: same numbers)")
     r.add_argument("--workers", type=int, help="local worker processes (default 2)")
     r.add_argument("--final-models", type=int, help="final trainings, and members of the ensemble (default 6 with 2 workers)")
     r.add_argument("--dir", help="where the recipe goes (default [recipe] dir or recipes/<config name>)")
@@ -74,13 +76,14 @@ def cmd_recipe(args: argparse.Namespace, console: "Console") -> int:
 
     cfg = load_config(args.config)
     table, (space, settings) = _table(cfg, args.config), _space(cfg, args.config)
-    minutes = args.minutes if args.minutes is not None else (None if args.epochs is not None else table.get("minutes"))
-    epochs = args.epochs if args.epochs is not None else (None if args.minutes is not None else table.get("epochs"))
-    if minutes is None and epochs is None:
+    flag = args.minutes is not None or args.epochs is not None or args.repeat is not None
+    minutes = args.minutes if args.minutes is not None else (None if flag else table.get("minutes"))
+    epochs = args.epochs if args.epochs is not None else (None if flag else table.get("epochs"))
+    if minutes is None and epochs is None and args.repeat is None:
         raise ConfigError("give the recipe a budget: --minutes 10 (or --epochs 400), or [recipe] minutes = 10")
     if minutes is not None and epochs is not None:
         raise ConfigError("[recipe] gives both minutes and epochs: keep one budget")
-    budget = Budget(minutes=minutes, epochs=epochs)
+    budget = None if args.repeat is not None else Budget(minutes=minutes, epochs=epochs)
     task = Task.from_config(cfg.task, search=[str(Path(args.config).resolve().parent), str(Path.cwd())])
     out = args.dir or table.get("dir") or f"recipes/{Path(args.config).stem}"
     workers = args.workers if args.workers is not None else table.get("workers", settings.get("workers", 2))
@@ -89,7 +92,7 @@ def cmd_recipe(args: argparse.Namespace, console: "Console") -> int:
         from rich.console import Console
 
         console = Console(stderr=True)
-    result = recipe(task, space, budget=budget, dir=out, fixed=dict(cfg.hp), workers=workers,
+    result = recipe(task, space, budget=budget, repeat=args.repeat, dir=out, fixed=dict(cfg.hp), workers=workers,
                     seed=int(table.get("seed", settings.get("seed", cfg.train.seed))),
                     final_models=args.final_models or table.get("final_models"),
                     distill=args.distill or bool(table.get("distill", False)),

@@ -192,29 +192,50 @@ def _progress(say: Callable[[str], None], study_dir: Path, plan: Plan, start: fl
     return poll
 
 
-def recipe(task: Task, space: Mapping[str, Any], *, budget: Budget | Mapping[str, Any], dir: str | Path = "recipe",
-           fixed: Mapping[str, Any] | None = None, seed: int = 0, workers: int = 2, final_models: int | None = None,
-           distill: bool = False, retrain: bool = False, resume: bool = False, device: str = "auto",
-           sampler: str = DEFAULT_SAMPLER, progress: Callable[[str], None] | None = None,
-           progress_every: float = 10.0) -> RecipeResult:
+def _recorded_plan(path: str | Path) -> Plan:
+    """Returns the fully sized plan recorded in a recipe.json (or a recipe directory), to run again as it was."""
+    p = Path(path)
+    p = p / RECORD if p.is_dir() else p
+    try:
+        plan = Plan.from_dict(json.loads(p.read_text())["plan"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"repeat={str(path)!r}: not a recipe.json with a plan ({type(exc).__name__}: {exc})") from exc
+    if plan.minutes is not None and not plan.final_measured:
+        raise ConfigError(f"repeat={str(path)!r}: that recipe stopped before its stages were all sized; resume it "
+                          "(--resume) instead of repeating it")
+    return replace(plan, fine_measured=True, final_measured=True)
+
+
+def recipe(task: Task, space: Mapping[str, Any], *, budget: Budget | Mapping[str, Any] | None = None,
+           dir: str | Path = "recipe", fixed: Mapping[str, Any] | None = None, seed: int = 0, workers: int = 2,
+           final_models: int | None = None, distill: bool = False, retrain: bool = False, resume: bool = False,
+           device: str = "auto", sampler: str = DEFAULT_SAMPLER, progress: Callable[[str], None] | None = None,
+           progress_every: float = 10.0, repeat: str | Path | None = None) -> RecipeResult:
     """Returns the RecipeResult: preflight, a coarse-to-fine search within the budget, final trainings, evaluation.
 
     A failed preflight stops before any training (status "preflight_failed", with the advice). The
     recipe's result is the candidate (single, averaged, ensemble, distilled) best on validation; the
     test split is read once, at the end. retrain: the chosen configuration trained again on train+val.
     final_models: the final trainings and the ensemble's members (default: 3 rounds of the workers, or 5).
+    repeat: a recipe.json (or recipe directory) whose recorded stages run again instead of a budget: with
+    the same config and seed, the same numbers (a time budget's sizing depends on the machine's speed).
     """
-    budget = Budget.of(budget)
+    if (budget is None) == (repeat is None):
+        raise ConfigError("give the recipe a budget (bs.Budget(minutes=10) or bs.Budget(epochs=400)) or an "
+                          "earlier recipe to repeat (repeat='recipes/x/recipe.json'), one of the two")
+    given = _recorded_plan(repeat) if repeat is not None else None
+    budget = Budget.of(budget) if budget is not None else Budget(epochs=given.epochs)  # type: ignore[union-attr]
+    if given is not None:
+        final_models = given.stages[2].trials
     if final_models is None:  # whole rounds of the workers: 5 models on 2 workers leave one idle a third of the time
         final_models = 3 * workers if 1 < workers <= 3 else 5
     _check_args(workers, final_models)
-    if budget.epochs is not None:  # bad input is refused before anything is written
+    if budget.epochs is not None and given is None:  # bad input is refused before anything is written
         plan_stages(budget.epochs, final_models)
     root, fixed, space = Path(dir).resolve(), dict(fixed or {}), _sizes_bounded(space)
     if (root / RECORD).exists() and not resume:
         raise StoreError(f"{str(root)!r} already holds a recipe; pass resume=True (--resume) to continue it, or "
                          "choose another directory")
-    root.mkdir(parents=True, exist_ok=True)
     say = progress or (lambda line: None)
     start = time.perf_counter()
     mid = _point(space, fixed, 0.5)
@@ -222,6 +243,7 @@ def recipe(task: Task, space: Mapping[str, Any], *, budget: Budget | Mapping[str
     with torch_threads(1 if workers else None):  # forked workers cannot reuse an OpenMP pool (launchers.local)
         pre = check_task(task, mid, seed=seed, threads=1 if workers else "auto")
     seconds: dict[str, float] = {"preflight": pre.seconds}
+    root.mkdir(parents=True, exist_ok=True)  # only now: bad input (a key nothing reads) leaves nothing behind
     if not pre.ok:
         result = RecipeResult.stopped(root, pre, seconds, task.num_classes)
         _write(root, result.to_dict())
@@ -230,6 +252,8 @@ def recipe(task: Task, space: Mapping[str, Any], *, budget: Budget | Mapping[str
     old = json.loads((root / RECORD).read_text()) if (root / RECORD).exists() else {}
     if old.get("plan"):
         plan = Plan.from_dict(old["plan"])
+    elif given is not None:
+        plan = given
     else:
         say("calibration: timing epochs at three points of the space to turn the budget into epochs"
             if budget.minutes else "planning")

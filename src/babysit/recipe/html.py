@@ -49,7 +49,7 @@ def _summary(r: RecipeResult) -> str:
         f"budget {plan.minutes:g} min: the coarse stage sized from a calibration ({plan.seconds_per_epoch or 0:.3f} s "
         f"per epoch), the fine and final stages from the measured epochs of the stage before "
         f"({plan.fine_seconds_per_epoch or 0:.3f} and {plan.final_seconds_per_epoch or 0:.3f} s); the plan is "
-        "recorded in recipe.json and a resumed recipe keeps it"
+        "recorded in recipe.json (--repeat runs it again with the same numbers)"
         if plan.minutes is not None else f"budget {plan.epochs} epochs, divided between the stages by a pure function")
     retrained = "the chosen configuration was retrained on train+val" if r.retrained else \
         "the final models trained on the training split; validation chose every step"
