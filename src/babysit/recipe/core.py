@@ -25,6 +25,7 @@ from ..search.space import Param, check_space, from_unit, with_limits
 from ..task import Task
 from ..threads import torch_threads
 from ..store import RunStore
+from ..store.files import atomic_write
 from ..train import train
 from .evaluate import evaluate_final, next_steps, stage_summaries
 from .plan import FINE, FINE_EPOCHS, SHARES, USABLE, Budget, Plan, final_fixed, final_stage, plan_stages
@@ -160,9 +161,8 @@ def _timed_final(plan: Plan, study: Any, left: float, workers: int, rounds_after
 
 
 def _write(root: Path, record: Mapping[str, Any]) -> None:
-    tmp = root / (RECORD + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2, default=str))
-    tmp.replace(root / RECORD)
+    data = json.dumps(record, indent=2, default=str).encode()
+    atomic_write(root / RECORD, lambda f: f.write(data))
 
 
 def _progress(say: Callable[[str], None], study_dir: Path, plan: Plan, start: float,

@@ -72,10 +72,11 @@ def _merged(task: Task) -> Task:
                 search_path=task.search_path)
 
 
-def _best_epoch(run_dir: Path) -> int:
+def _best_epoch(run_dir: Path) -> tuple[int, int]:
+    """Returns (the epoch of the best validation metric, the epochs trained) of a run."""
     hist = RunStore(run_dir).history()
     best = max(hist, key=lambda r: (r.metric if math.isfinite(r.metric) else -math.inf, -r.epoch))
-    return int(best.epoch)
+    return int(best.epoch), len(hist)
 
 
 def _candidates(task: Task, runs: Sequence[Path], root: Path, seed: int, distill: bool,
@@ -108,10 +109,10 @@ def _candidates(task: Task, runs: Sequence[Path], root: Path, seed: int, distill
     return out
 
 
-def _retrained(task: Task, best: Path, root: Path, seed: int, device: str, weights: str) -> nn.Module:
+def _retrained(task: Task, best: Path, epochs: int, root: Path, seed: int, device: str, weights: str) -> nn.Module:
     cfg = read_config(best)
     merged = _merged(task)
-    run = train(merged, cfg["hp"], epochs=_best_epoch(best), run_dir=root / "retrained", seed=seed, force=True,
+    run = train(merged, cfg["hp"], epochs=epochs, run_dir=root / "retrained", seed=seed, force=True,
                 device=device, monitor=False)
     return load(run.dir, last=True, task=merged, weights=weights)
 
@@ -145,15 +146,15 @@ def evaluate_final(task: Task, study: Any, root: Path, *, seed: int = 0, distill
     val = {name: _accuracy(models, xv, yv) for name, (_, models, _) in built.items()}
     val["single"] = float(final[0].metric) if task.metric.name == "val_acc" else val["single"]
     chosen = max(val, key=lambda n: (round(val[n], 6), -_SIMPLER.index(n)))
-    models = {n: m for n, (_, m, _) in built.items()}
-    descriptions = {n: d for n, (d, _, _) in built.items()}
+    best_epoch, trained = _best_epoch(runs[0])
     if retrain:
         weights = "ema" if chosen in ("averaged", "ensemble (averaged)") else "raw"
-        models["retrained"] = [_retrained(task, runs[0], root, seed, device, weights)]
-        descriptions["retrained"] = (f"the chosen configuration trained again on train+val for "
-                                     f"{_best_epoch(runs[0])} epochs ({weights} weights)")
+        built["retrained"] = (f"the chosen configuration trained again on train+val for {best_epoch} epochs "
+                              f"({weights} weights)", [_retrained(task, runs[0], best_epoch, root, seed, device,
+                                                                  weights)], [str(root / "retrained")])
         if chosen in ("single", "averaged"):
             chosen = "retrained"
+    models = {n: m for n, (_, m, _) in built.items()}
     findings, reports = {}, {}
     for r in runs:
         findings[str(r)] = [f.to_dict() for f in diagnose(r)]
@@ -164,10 +165,8 @@ def evaluate_final(task: Task, study: Any, root: Path, *, seed: int = 0, distill
         acc = float(correct[name].mean()) if name in correct else None
         low, high = _interval(acc, n) if acc is not None else (None, None)
         gain = paired_interval(correct[name] - correct["single"]) if name in correct and name != "single" else None
-        cands.append(Candidate(name, descriptions[name], tuple(built[name][2]) if name in built else (str(root /
-                               "retrained"),), val.get(name), acc, low, high, gain))
-    hist = RunStore(runs[0]).history()
-    improving = bool(hist) and _best_epoch(runs[0]) >= len(hist) - max(1, len(hist) // 10)
+        cands.append(Candidate(name, built[name][0], tuple(built[name][2]), val.get(name), acc, low, high, gain))
+    improving = trained > 0 and best_epoch >= trained - max(1, trained // 10)
     return Final(tuple(cands), chosen, findings, reports, n, tuple(str(r) for r in runs), improving)
 
 

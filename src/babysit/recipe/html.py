@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..report.html import page, section
+from ..store.files import atomic_write
 from .result import RecipeResult, _pct
 
 __all__ = ["write_html"]
@@ -86,7 +87,6 @@ def write_html(r: RecipeResult) -> Path:
                     section("runs", "<ul>" + "".join(f"<li>{x}</li>" for x in links) + "</ul>", "runs"),
                     section("preflight", f"<details><summary>passed</summary><pre>{escape(r.preflight_text)}"
                                          "</pre></details>", "preflight")]
-    tmp = out.with_suffix(".html.tmp")
-    tmp.write_text(page(f"babysit recipe: {here.name}", sections, refresh=None), encoding="utf-8")
-    tmp.replace(out)
+    data = page(f"babysit recipe: {here.name}", sections, refresh=None).encode("utf-8")
+    atomic_write(out, lambda f: f.write(data))
     return out
