@@ -127,7 +127,8 @@ def test_a_unit_sitting_on_a_kink_is_detected_and_excused(name: str) -> None:
         bugzoo.place_kink(case, 0.0)
         rep = check_gradients(case.model, case.loss_fn, case.batch, seed=seed)
         assert rep.ok, f"{name} seed {seed}:\n{rep}"
-        assert rep.crossings > 0 and rep.excused
+        # every crossing is seen; a crossing whose difference still passes is kept, not excused
+        assert rep.crossings > 0
         assert all(e.name in {n for n, _ in case.model.named_parameters()} for e in rep.excused)
         assert sum(s.kinks_crossed for s in rep.by_tensor.values()) == len(rep.excused)
         would_fail += sum(not e.passed for e in rep.excused)

@@ -190,9 +190,11 @@ class Prober:
         yield fresh, h / 10
 
     def entry(self, t: Target, spec: Spec, h: float) -> Entry:
-        """Returns the checked entry; kink_crossed only when every attempt crossed a kink.
+        """Returns the checked entry; kink_crossed only when every attempt crossed a kink and failed.
 
-        A crossing at h is retried at h/10, then at a fresh coordinate: a bug cannot hide behind a kink.
+        A crossing that fails at h is retried at h/10, then at a fresh coordinate: a bug cannot hide behind a
+        kink. A crossing that passes is kept: the kink moved the difference by less than the tolerance (a
+        wide ReLU layer crosses a few of its thousands of units at any usable step).
         """
         first: tuple[Spec, Diff, float] | None = None
         for s, step in self._attempts(t, spec, h):
@@ -201,6 +203,9 @@ class Prober:
                 e = self.make(t, s, d, step, kink=False)
                 return self._onesided(t, s, d, e) if self.onesided and not e.passed else e
             self.crossings += 1
+            e = self.make(t, s, d, step, kink=False)
+            if e.passed:  # the crossing moved the difference by less than the tolerance: nothing to retry
+                return e
             first = first or (s, d, step)
         assert first is not None
         log.debug("%s: kink crossed on every attempt; excused", t.name)
@@ -247,8 +252,9 @@ class Prober:
         """Returns whether a derivative passes at h (or h/10 after a kink); None when both cross."""
         for step in (h, h / 10):
             d = self.pair(t, spec, step)
-            if not d.crossed:
-                return judge(t.analytic(spec), d.numeric, self.loss, d.step, self.tol, self.eps)[1]
+            passed = judge(t.analytic(spec), d.numeric, self.loss, d.step, self.tol, self.eps)[1]
+            if not d.crossed or passed:  # a crossing that still passes cannot hide the bug in this half
+                return passed
             self.crossings += 1
         return None
 
