@@ -78,3 +78,29 @@ def test_hostile_names_and_values_are_shown_as_text_in_report_and_study(browser,
                       workers=0, sampler="random", seed=0)
     text = _no_script_ran(browser, study.html().resolve().as_uri())
     assert "window.__pwned=1" in text
+
+
+def test_hostile_names_and_values_are_shown_as_text_in_recipe_html(browser, tmp_path):
+    """recipe.html, completed and stopped at preflight, with markup in every string it shows: the directory,
+    the best hyperparameters, a candidate's description, a final run's name and findings, the next steps and
+    the preflight report. (tests/test_recipe.py runs a real recipe under a hostile directory name.)"""
+    from babysit.recipe.result import Candidate, RecipeResult, StageSummary
+
+    root = tmp_path / "<img src=x onerror=\"window.__pwned=6\">r"
+    run = root / "final" / HOSTILE.replace("/", "_")
+    run.mkdir(parents=True)
+    finding = {"severity": "warning", "code": HOSTILE, "message": HOSTILE, "advice": HOSTILE}
+    common = dict(dir=root, plan=None, preflight={}, preflight_text=HOSTILE, chance=0.1, seconds={HOSTILE: 1.0},
+                  warnings=(HOSTILE,), next_steps=(HOSTILE,), test_examples=360, study_dir=root / "study")
+    done = RecipeResult(status="completed", stages=(StageSummary(0, HOSTILE, 4, 1, 4, 0, 0.5, 1, 2.0,
+                                                                 {"act": HOSTILE, "lr": 0.01}),),
+                        candidates=(Candidate(HOSTILE, HOSTILE, (str(run),), 0.9, 0.88, 0.85, 0.9),),
+                        chosen=HOSTILE, findings={str(run): [finding]}, reports={str(run): str(run / "report.html")},
+                        **common)
+    text = _no_script_ran(browser, done.write_html().resolve().as_uri())
+    assert text.count("<script>window.__pwned=1</script>") >= 5                  # shown, as text, every time
+    assert not [log for log in browser.get_log("browser") if log["level"] in ("SEVERE", "ERROR")]
+    stopped = RecipeResult(status="preflight failed", stages=(), candidates=(), chosen=None, findings={},
+                           reports={}, **common)
+    text = _no_script_ran(browser, stopped.write_html().resolve().as_uri())
+    assert text.count("window.__pwned=1") >= 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pickle
 import sys
@@ -198,3 +199,39 @@ def test_a_checksum_left_by_a_write_that_never_finished_is_cleaned_up(tmp_path):
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
         "epoch-001_val-0.5000.pt", "epoch-001_val-0.5000.pt.sha256", "epoch-003_val-0.7000.pt",
         "epoch-003_val-0.7000.pt.sha256"]
+
+
+def test_a_hostile_checkpoint_is_refused_by_every_ensemble_path_and_babysit_study_never_reads_one(task, tmp_path):
+    """The study's best trial's checkpoints replaced by a payload, checksums forged: from_checkpoints, from_run,
+    from_study and `babysit ensemble --from-study` refuse it by name; `babysit study` shows the study (it reads
+    the store, never a checkpoint); the payload never runs."""
+    import subprocess
+
+    space = {"lr": bs.loguniform(1e-2, 1e-1)}
+    fixed = {k: v for k, v in HP.items() if k != "lr"}
+    study = bs.search(task, space, stages=[bs.Stage(3, 2)], fixed=fixed, study_dir=tmp_path / "s", workers=0, seed=0)
+    best = study.top(1)[0]
+    marker = tmp_path / "pwned"
+    poisoned = list_checkpoints(best.run_dir)
+    for c in poisoned:
+        _forge(c.path, hostile(marker))
+    with pytest.raises(StoreError, match="never unpickles"):
+        bs.Ensemble.from_checkpoints([c.path for c in poisoned], task=task)
+    with pytest.raises(StoreError, match="never unpickles"):
+        bs.Ensemble.from_run(best.run_dir, last=len(poisoned), task=task)
+    with pytest.warns(UserWarning, match=rf"skipping 1 member.*{best.run_dir.name}.*never unpickles"):
+        ens = bs.Ensemble.from_study(study, 2)  # the top-k skips the member that does not load, by name
+    assert best.run_dir.name not in [m.name for m in ens.members] and len(ens.members) == 1
+    assert not marker.exists()
+    babysit = Path(sys.executable).parent / "babysit"
+    r = subprocess.run([str(babysit), "ensemble", "--from-study", str(tmp_path / "s"), "--top", "2", "--json"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "never unpickles" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert best.run_dir.name not in r.stdout
+    r = subprocess.run([str(babysit), "study", str(tmp_path / "s"), "--json"], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert len(json.loads(r.stdout)["trials"]) == 3
+    r = subprocess.run([str(babysit), "study", str(tmp_path / "s")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "study.html" in r.stdout, r.stderr
+    assert not marker.exists()
