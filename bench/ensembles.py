@@ -7,7 +7,8 @@ accuracy and its gain over the single model with a 95% paired-bootstrap interval
 The anchor is a hand-written PyTorch loop (same model, Adam, batch order) for the single model and the
 5-init ensemble, so babysit's figures can be compared with what a careful person gets by hand.
 
-    .venv/bin/python bench/ensembles.py [--model mlp|cnn1d] [--epochs 12] [--repeats 2] [--threads 1]
+    .venv/bin/python bench/ensembles.py [--model mlp|cnn1d|cnn1d_paper] [--epochs 12] [--repeats 2] [--threads 1]
+        [--workers 1]
 """
 
 from __future__ import annotations
@@ -22,9 +23,14 @@ import torch
 
 import babysit as bs
 from babysit.ensemble import Ensemble, distill, paired_interval, train_many
+from babysit.losses import l2_term, reg_params
 
 HP = {"mlp": {"optimizer": "adam", "lr": 0.003, "width": 128, "depth": 2, "batch_size": 64},
-      "cnn1d": {"optimizer": "adam", "lr": 0.003, "width": 32, "depth": 3, "batch_size": 64}}
+      "cnn1d": {"optimizer": "adam", "lr": 0.003, "width": 32, "depth": 3, "batch_size": 64},
+      # the paper's ConvBase at the rates babysit's recipe found for it (examples/mnist1d_cnn.toml), step decay
+      "cnn1d_paper": {"optimizer": "adam", "lr": 0.0088, "reg": 2.6e-5, "channels": 101, "batch_size": 32,
+                      "schedule": "step", "step_every": 10, "step_factor": 0.3}}
+SCHEDULE_KEYS = ("schedule", "step_every", "step_factor")
 
 
 def hand_probs(splits, hp, model_name, epochs, seed) -> torch.Tensor:
@@ -32,14 +38,22 @@ def hand_probs(splits, hp, model_name, epochs, seed) -> torch.Tensor:
     torch.manual_seed(seed)
     model = bs.models.from_hp(model_name, hp, splits.input_shape, splits.num_classes)
     opt = torch.optim.Adam(model.parameters(), lr=hp["lr"])
+    decay = torch.optim.lr_scheduler.StepLR(opt, hp["step_every"], hp["step_factor"]) \
+        if hp.get("schedule") == "step" else None
     x, y = splits.train.tensors
+    weights = reg_params(model)
     gen = torch.Generator().manual_seed(seed)
     for _ in range(epochs):
         model.train()
         for idx in torch.randperm(len(x), generator=gen).split(hp["batch_size"]):
             opt.zero_grad()
-            torch.nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
+            loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
+            if hp.get("reg"):  # the notes' L2 on the weights, as babysit's loss has it
+                loss = loss + l2_term(weights, hp["reg"])
+            loss.backward()
             opt.step()
+        if decay is not None:
+            decay.step()
     model.eval()
     with torch.no_grad():
         return torch.softmax(model(splits.test.tensors[0]), -1)
@@ -49,20 +63,27 @@ def probs_of(ens: Ensemble, data) -> torch.Tensor:
     return ens.combine(ens.member_log_probs(data))
 
 
-def one_repeat(task, hp, model_name, epochs, base, root: Path) -> dict[str, torch.Tensor]:
+def one_repeat(task, hp, model_name, epochs, base, root: Path, workers: int = 1) -> dict[str, torch.Tensor]:
     """Returns {method: per-example test correctness} for one base seed."""
     y = task.splits.test.tensors[1]
     kw = dict(checkpoint_interval=0, threads=None)
     runs = train_many(task, {**hp, "ema": 0.999}, seeds=[base + i for i in range(5)], epochs=epochs,
-                      run_dir=root / "inits", keep_last=5, **kw)
-    snap = bs.train(task, {**hp, "snapshots": 5}, epochs=epochs, run_dir=root / "snap", seed=base, **kw)
+                      run_dir=root / "inits", keep_last=5, workers=workers, **kw)
+    cyclic = {k: v for k, v in hp.items() if k not in SCHEDULE_KEYS}  # snapshots bring their own cosine cycles
+    snap = bs.train(task, {**cyclic, "snapshots": 5}, epochs=epochs, run_dir=root / "snap", seed=base, **kw)
     inits = Ensemble.from_runs(runs)
     student = distill(inits, task, {**hp}, epochs=epochs, run_dir=root / "distill", seed=base, **kw)
+    # top-5 of a search: 8 trials of the same length around the rate and strength (different hyperparameters)
+    space = {"lr": bs.loguniform(hp["lr"] / 3, hp["lr"] * 3), "reg": bs.loguniform(1e-6, 1e-3)}
+    study = bs.search(task, space, stages=[bs.Stage(8, epochs)],
+                      fixed={k: v for k, v in hp.items() if k not in space}, study_dir=root / "search",
+                      workers=workers, seed=base)
     out = {
         "single": Ensemble.from_runs(runs[:1]),
         "EMA": Ensemble.from_runs(runs[:1], weights="ema"),
         "last 5 checkpoints": Ensemble.from_run(runs[0], last=5),
         "5 inits": inits,
+        "top 5 of a search (8 trials)": Ensemble.from_study(study, 5),
         "snapshot ensemble (5 cycles)": Ensemble.from_run(snap, last=5),
         "distilled student": Ensemble.from_runs([student.student_dir]),
     }
@@ -75,10 +96,11 @@ def one_repeat(task, hp, model_name, epochs, base, root: Path) -> dict[str, torc
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", choices=("mlp", "cnn1d"), default="mlp")
+    ap.add_argument("--model", choices=tuple(HP), default="mlp")
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--workers", type=int, default=1, help="local processes for the 5 inits and the search")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     task = bs.Task(build=args.model, data=bs.data.load("mnist1d", seed=0))
@@ -87,7 +109,7 @@ def main() -> None:
     start = time.perf_counter()
     for r in range(args.repeats):
         with tempfile.TemporaryDirectory() as d:
-            results.append(one_repeat(task, hp, args.model, args.epochs, 100 * r, Path(d)))
+            results.append(one_repeat(task, hp, args.model, args.epochs, 100 * r, Path(d), args.workers))
         print(f"repeat {r + 1}/{args.repeats} done after {time.perf_counter() - start:.0f} s", flush=True)
     print(f"\nMNIST-1D {args.model} {hp}, {args.epochs} epochs, {args.repeats} repeat(s), "
           f"{len(results[0]['single'])} test examples")
