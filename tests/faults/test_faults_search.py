@@ -126,8 +126,6 @@ def test_master_sigkilled_at_five_random_points_resumes_to_every_trial_finished_
         assert _lines(log) == lines, "workers went on after their master's kill"
         trials = bs.load_study(d).trials  # the store as the kill left it: nothing writes to it now
         kills.append({"lines": len(lines), "ends": len(_ends(lines)), "seconds": time.perf_counter() - started,
-                      # Optuna's journal lock (a symlink) left by a process killed holding it: 30 s to break
-                      "lock_left": os.path.lexists(d / "study.journal.lock"),
                       "completed": {t.id for t in trials if t.status == "completed"},
                       "running": {t.id for t in trials if t.status == "running"}})
     assert kills[-1]["ends"] > STAGES[0].trials  # the last kill reached into stage 1
@@ -163,8 +161,7 @@ def test_master_sigkilled_at_five_random_points_resumes_to_every_trial_finished_
                                                        for i in range(N_TRIALS)}
     print(f"\nsearch kills: seconds={seconds:.1f} plan={[(e, round(s, 3)) for e, s in plan]} "
           f"ends_at_kill={[k['ends'] for k in kills]} running_at_kill={[sorted(k['running']) for k in kills]} "
-          f"ended_not_stored={dict(extra)} run_seconds={[round(k['seconds'], 1) for k in kills] + [round(final, 1)]} "
-          f"lock_left={[k['lock_left'] for k in kills]}")
+          f"ended_not_stored={dict(extra)} run_seconds={[round(k['seconds'], 1) for k in kills] + [round(final, 1)]}")
 
 
 _SOAK = textwrap.dedent("""

@@ -48,7 +48,7 @@ def _when_created(spec: str, name: str, wait: float, poll: float) -> StudyStore:
     while True:
         try:
             store = StudyStore(spec, name)
-            if (store.exists() and "plan" in store.root_attrs()) or time.monotonic() >= deadline:
+            if store.exists() or time.monotonic() >= deadline:
                 store.root_id()  # StoreError naming the study when it never came
                 return store
         except StoreError:

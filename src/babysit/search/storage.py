@@ -36,7 +36,50 @@ def open_storage(spec: str | Path) -> Any:
     path = Path(s) / JOURNAL
     if not path.parent.is_dir():
         raise StoreError(f"study directory {s!r} does not exist; create the study first (bs.search)")
-    return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    return optuna.storages.JournalStorage(JournalFileBackend(str(path), lock_obj=_journal_lock(str(path))))
+
+
+def _journal_lock(path: str) -> Any:
+    """Returns the lock that serialises appends to the journal: a kernel lock (flock), where there is one.
+
+    Optuna's default lock is a symlink: one left by a process killed holding it stalls every other
+    process for its 30 s grace period, then is broken by age (unsafe with a slow writer). The kernel
+    releases an flock the moment its holder dies. Without fcntl (Windows), Optuna's default.
+    """
+    try:
+        import fcntl  # noqa: F401
+    except ImportError:  # pragma: no cover - not on Linux
+        from optuna.storages.journal import JournalFileSymlinkLock
+
+        return JournalFileSymlinkLock(path)
+    return FlockLock(path + ".flock")
+
+
+class FlockLock:
+    """An exclusive advisory lock on a file (fcntl.flock), taken per append; released by the kernel on death.
+
+    The file is opened on each acquire: a lock object copied across a fork never shares a held lock.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path, self._fd = path, None  # type: ignore[var-annotated]
+
+    def acquire(self) -> bool:
+        import fcntl
+
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)  # closing the last descriptor of the open file releases the flock
 
 
 def _rdb(url: str, tries: int = 8) -> Any:
@@ -92,11 +135,16 @@ class StudyStore:
 
     # -- the plan (root study) ------------------------------------------------------------
     def create(self, plan: Mapping[str, Any]) -> None:
-        """Creates the root study holding the plan; raises StoreError when it exists already."""
+        """Creates the root study holding the plan; raises StoreError when it exists already.
+
+        A root study without its plan (its creator was killed between the two writes) is finished here.
+        """
         try:
             sid = self.storage.create_new_study([optuna.study.StudyDirection.MAXIMIZE], self.name)
         except DuplicatedStudyError as exc:
-            raise StoreError(f"study {self.name!r} already exists in {self.spec!r}; pass resume=True") from exc
+            if self.exists():
+                raise StoreError(f"study {self.name!r} already exists in {self.spec!r}; pass resume=True") from exc
+            sid = self.root_id()
         self.storage.set_study_user_attr(sid, "plan", dict(plan))
 
     def set_plan(self, plan: Mapping[str, Any]) -> None:
@@ -104,12 +152,12 @@ class StudyStore:
         self.storage.set_study_user_attr(self.root_id(), "plan", dict(plan))
 
     def exists(self) -> bool:
-        """Returns True when the root study exists."""
+        """Returns True when the root study exists with its plan (one without was never finished: see create)."""
         try:
-            self.storage.get_study_id_from_name(self.name)
-            return True
+            sid = self.storage.get_study_id_from_name(self.name)
         except KeyError:
             return False
+        return "plan" in self.storage.get_study_user_attrs(sid)
 
     def root_id(self) -> int:
         """Returns the Optuna id of the root study, or raises StoreError when the study does not exist."""
@@ -121,8 +169,12 @@ class StudyStore:
         return self._ids[-1]
 
     def plan(self) -> dict[str, Any]:
-        """Returns the plan: space, stages, sampler, seed, fixed."""
-        return dict(self.storage.get_study_user_attrs(self.root_id())["plan"])
+        """Returns the plan: space, stages, sampler, seed, fixed; StoreError when the study has none (unfinished)."""
+        attrs = self.storage.get_study_user_attrs(self.root_id())
+        if "plan" not in attrs:
+            raise StoreError(f"study {self.name!r} in {self.spec!r} holds no plan: the process creating it was "
+                             "stopped before writing it; start the search again (it finishes the study)")
+        return dict(attrs["plan"])
 
     def root_attrs(self) -> dict[str, Any]:
         """Returns the root study's user attributes (plan, kill flags)."""
@@ -220,7 +272,10 @@ class StudyStore:
 
     # -- liveness --------------------------------------------------------------------------
     def requeue(self, t: FrozenTrial, reason: str, max_attempts: int) -> bool:
-        """Fails a trial whose worker is gone and queues a copy (bounded attempts); True if this process did it."""
+        """Fails a trial whose worker is gone and queues a copy (bounded attempts); True if this process did it.
+
+        A process killed between the FAIL and the copy leaves an orphan: `repair_requeues` queues its copy.
+        """
         attempt = int(t.user_attrs.get("attempt", 0))
         final = attempt + 1 >= max_attempts
         tid = t._trial_id
@@ -232,22 +287,49 @@ class StudyStore:
         except UpdateFinishedTrialError:
             return False  # finished meanwhile, or another process re-queued it first
         if not final:
-            keep = ("stage", "index", "id", "run_dir", "continue_from", "continues", "origin", "params")
-            attrs = {k: t.user_attrs[k] for k in keep if k in t.user_attrs}
-            if params_of(t):  # the copy runs the same hyperparameters, whatever sampled them
-                attrs["params"] = params_of(t)
-            fixed = t.system_attrs.get("fixed_params", {})
-            self.enqueue(int(t.user_attrs["stage"]), fixed, {**attrs, "attempt": attempt + 1})
+            self._enqueue_copy(t)
         return True
+
+    def _enqueue_copy(self, t: FrozenTrial) -> None:
+        """Queues the next attempt of a re-queued trial: the same index, id, run directory and hyperparameters."""
+        keep = ("stage", "index", "id", "run_dir", "continue_from", "continues", "origin", "params", "retrains")
+        attrs = {k: t.user_attrs[k] for k in keep if k in t.user_attrs}
+        if params_of(t):  # the copy runs the same hyperparameters, whatever sampled them
+            attrs["params"] = params_of(t)
+        fixed = t.system_attrs.get("fixed_params", {})
+        self.enqueue(int(t.user_attrs["stage"]), fixed, {**attrs, "attempt": int(t.user_attrs.get("attempt", 0)) + 1})
+
+    def repair_requeues(self, stage: int, grace: float = UNMARKED, trials: list[FrozenTrial] | None = None) -> int:
+        """Queues the missing copy of each re-queued trial whose re-queuer died between its FAIL and the copy.
+
+        An orphan is a FAIL marked requeued, more than `grace` seconds old, with no trial of its index at
+        the next attempt; without its copy its index never gets a final trial and the stage never ends.
+        Returns the number of copies queued.
+        """
+        ts = self.trials(stage) if trials is None else trials
+        have = {(t.user_attrs.get("index"), int(t.user_attrs.get("attempt", 0))) for t in ts}
+        now, n = time.time(), 0
+        for t in ts:
+            if t.state != TrialState.FAIL or not t.user_attrs.get("requeued") or "index" not in t.user_attrs:
+                continue
+            nxt = (t.user_attrs["index"], int(t.user_attrs.get("attempt", 0)) + 1)
+            failed = t.datetime_complete.timestamp() if t.datetime_complete else now
+            if nxt not in have and now - failed > grace:
+                self._enqueue_copy(t)
+                have.add(nxt)
+                n += 1
+        return n
 
     def reap(self, stage: int, stale_after: float, max_attempts: int, *, dead_pids: bool = False) -> int:
         """Re-queues the stage's running trials whose heartbeat is older than stale_after seconds.
 
         dead_pids: also those run on this host by a process that no longer exists (a resumed master).
-        Returns the number of trials this process re-queued.
+        Also queues the copies of orphaned re-queues (repair_requeues). Returns the number of trials queued.
         """
         n, now, host = 0, time.time(), socket.gethostname()
-        for t in self.trials(stage, (TrialState.RUNNING,)):
+        every = self.trials(stage)
+        n += self.repair_requeues(stage, min(stale_after, UNMARKED), every)
+        for t in (t for t in every if t.state == TrialState.RUNNING):
             start = t.datetime_start.timestamp() if t.datetime_start else now
             beat = float(t.user_attrs.get("heartbeat", start))
             who = t.user_attrs.get("worker") or {}  # {}: popped a moment ago, not yet marked running
@@ -307,9 +389,18 @@ def params_of(t: FrozenTrial) -> dict[str, Any]:
 
 
 def final_trials(trials: list[FrozenTrial]) -> Iterator[FrozenTrial]:
-    """Yields the trials that count: COMPLETE ones, and FAIL ones that were not re-queued."""
+    """Yields the trials that count, one per (stage, index): COMPLETE ones, and FAIL ones not re-queued.
+
+    Two final trials of one index (a repaired re-queue racing its re-queuer, a stage filled twice) count
+    once: the COMPLETE one, else the first.
+    """
+    best: dict[tuple[Any, Any], FrozenTrial] = {}
     for t in trials:
         if "index" not in t.user_attrs:  # not one of babysit's trials
             continue
         if t.state == TrialState.COMPLETE or (t.state == TrialState.FAIL and not t.user_attrs.get("requeued")):
-            yield t
+            key = (t.user_attrs.get("stage"), t.user_attrs["index"])
+            old = best.get(key)
+            if old is None or (old.state != TrialState.COMPLETE and t.state == TrialState.COMPLETE):
+                best[key] = t
+    yield from best.values()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import random
 import socket
 import time
 from dataclasses import dataclass, field
@@ -168,22 +169,42 @@ def _fill_stage(store: StudyStore, s: int) -> None:
     store.set_stage_attr(s, "ready", True)
 
 
-def repair_stages(store: StudyStore, stages: int) -> int:
-    """Finishes creating the stages whose creator died half-way (its pid gone on this host); returns how many.
+CLAIM_GRACE = 2.0  # seconds a stage may stay without its creator's record before its creator counts as dead
 
-    The master calls it on start (resume) and when a worker dies: the stage's plan is a pure function
-    of the store, so what the creator would have queued is known.
+
+def repair_stages(store: StudyStore, stages: int, grace: float = CLAIM_GRACE) -> int:
+    """Finishes creating the stages whose creator died half-way; returns how many.
+
+    A creator died when its pid is gone on this host, or when the stage still has no creator's record
+    `grace` seconds after it was seen (killed between winning the election and writing it). The master
+    calls it on start (resume) and when a worker dies: the stage's plan is a pure function of the store,
+    so what the creator would have queued is known.
     """
-    n = 0
+    host, unclaimed, orphans = socket.gethostname(), [], []
     for s in range(stages):
+        if store.stage_id(s) is None:
+            continue
         attrs = store.stage_attrs(s)
         claimed = attrs.get("claimed") or {}
-        if store.stage_id(s) is None or attrs.get("ready") or claimed.get("host") != socket.gethostname():
+        if attrs.get("ready"):
             continue
-        if not _alive(claimed.get("pid"), claimed.get("started")):
-            _fill_stage(store, s)
-            n += 1
-    return n
+        if not claimed:
+            unclaimed.append(s)
+        elif claimed.get("host") == host and not _alive(claimed.get("pid"), claimed.get("started")):
+            orphans.append(s)
+    if unclaimed:
+        time.sleep(grace)  # a live creator writes its record right after its election
+        orphans += [s for s in unclaimed if not store.stage_attrs(s).get("claimed")]
+    for s in sorted(orphans):
+        take_over_stage(store, s)
+    return len(orphans)
+
+
+def take_over_stage(store: StudyStore, s: int) -> None:
+    """Records this process as stage s's creator and queues what its dead creator did not (idempotent)."""
+    store.set_stage_attr(s, "claimed", worker_record())
+    _fill_stage(store, s)
+    log.warning("stage %d: its creator died before queueing all its trials; %s finished it", s, os.getpid())
 
 
 def stage_done(store: StudyStore, s: int, trials: int) -> bool:
@@ -282,6 +303,8 @@ def work(spec: str, name: str, objective: Objective, *, worker: int = 0, poll: f
     samplers: dict[int, Any] = {}
     done: set[int] = set()
     ran, popped, last_reap = 0, False, -math.inf
+    waiting: dict[int, float] = {}  # stage -> when this worker began waiting for it to be created
+    patience = min(stale_after, 60.0) + random.uniform(0.0, 5.0)  # jittered: one taker, not all at once
     while True:
         what = "run"
         if not popped:  # after a popped trial, pop the next one of the stage before reading the whole stage
@@ -292,6 +315,10 @@ def work(spec: str, name: str, objective: Objective, *, worker: int = 0, poll: f
             store.reap(s, stale_after, max_attempts)
             last_reap = time.monotonic()
         if what == "wait":
+            since = waiting.setdefault(s, time.monotonic())
+            if time.monotonic() - since > patience:  # its creator (on any host) died before marking it ready
+                take_over_stage(store, s)
+                waiting.pop(s)
             time.sleep(poll)
             continue
         if s not in samplers:
