@@ -62,7 +62,8 @@ class FlockLock:
     """
 
     def __init__(self, path: str) -> None:
-        self.path, self._fd = path, None  # type: ignore[var-annotated]
+        self.path = path
+        self._fd: int | None = None
 
     def acquire(self) -> bool:
         import fcntl
