@@ -304,7 +304,8 @@ def work(spec: str, name: str, objective: Objective, *, worker: int = 0, poll: f
     done: set[int] = set()
     ran, popped, last_reap = 0, False, -math.inf
     waiting: dict[int, float] = {}  # stage -> when this worker began waiting for it to be created
-    patience = min(stale_after, 60.0) + random.uniform(0.0, 5.0)  # jittered: one taker, not all at once
+    # jittered per process (forked workers share the global RNG's state): one taker, not all at once
+    patience = min(stale_after, 60.0) + random.Random(os.getpid()).uniform(0.0, 5.0)
     while True:
         what = "run"
         if not popped:  # after a popped trial, pop the next one of the stage before reading the whole stage
