@@ -2,7 +2,7 @@
 
     PYTHONPATH=src .venv/bin/python bench/cluster.py --trials 240 --workers 8 --reps 3
 
-Both sides: `workers` processes forked at one instant (a barrier), one study, trivial trials (no
+Both sides: `workers` processes forked at one instant (a barrier; each opens its store before it), one study, trivial trials (no
 training, no run directory: those are the trial's own work). Plain Optuna: study.optimize with
 one suggest_float and n_trials = trials / workers each. babysit: `work()` around the same store
 (queued trials popped atomically, heartbeat per epoch, result attribute, reaper, stage checks).
@@ -27,15 +27,16 @@ import optuna  # noqa: E402
 
 import babysit as bs  # noqa: E402
 from babysit.search.api import _open  # noqa: E402
-from babysit.search.storage import open_storage  # noqa: E402
+from babysit.search.storage import StudyStore, open_storage  # noqa: E402
 from babysit.search.worker import ensure_stage, work  # noqa: E402
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 
 
 def _babysit_worker(barrier, spec, w):
+    store = StudyStore(spec, "babysit")  # opened before the start, as the Optuna side loads its study
     barrier.wait()
-    work(spec, "babysit", lambda ctx: (ctx.check(1), ctx.params["lr"])[1], worker=w, poll=0.01)
+    work(store, "babysit", lambda ctx: (ctx.check(1), ctx.params["lr"])[1], worker=w, poll=0.01)
     os._exit(0)
 
 

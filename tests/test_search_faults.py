@@ -108,8 +108,8 @@ def test_stale_heartbeat_is_reaped_by_another_worker(tmp_path, storage):
     store = _open(storage or str(d), "babysit", plan, resume=False)
     ensure_stage(store, 0)
     lost, attrs = _ask(store, 0, plan, None)  # a worker on another machine took it, then went silent
-    store.set_attr(lost._trial_id, "worker", {"host": "elsewhere", "pid": 1})
-    store.set_attr(lost._trial_id, "heartbeat", time.time() - 60)
+    store.set_attr(lost, "worker", {"host": "elsewhere", "pid": 1})
+    store.set_attr(lost, "heartbeat", time.time() - 60)
     ran = work(storage or str(d), "babysit", _epochs, stale_after=5.0)
     assert ran == 4
     study = bs.load_study(d, storage=storage)

@@ -73,8 +73,8 @@ def test_a_requeuer_killed_between_the_fail_and_the_copy_leaves_no_index_without
     store = _open(spec, "babysit", _plan(d, [bs.Stage(4, 2)]), resume=False)
     ensure_stage(store, 0)
     lost, attrs = _ask(store, 0, _plan(d, [bs.Stage(4, 2)]), None)  # its worker went silent on another machine
-    store.set_attr(lost._trial_id, "worker", {"host": "elsewhere", "pid": 1})
-    store.set_attr(lost._trial_id, "heartbeat", time.time() - 60)
+    store.set_attr(lost, "worker", {"host": "elsewhere", "pid": 1})
+    store.set_attr(lost, "heartbeat", time.time() - 60)
 
     # a worker reaps it and is SIGKILLed right after the FAIL, before it queues the copy
     got = _child(tmp_path, """
@@ -129,7 +129,7 @@ def test_a_stage_whose_creator_died_on_another_host_is_taken_over_by_a_waiting_w
     ensure_stage(store, 0)
     for _ in range(2):
         t, a = _ask(store, 0, plan, None)
-        store.finish(t._trial_id, _value(a["params"]), {"status": "completed", "metric": _value(a["params"])})
+        store.finish(t, _value(a["params"]), {"status": "completed", "metric": _value(a["params"])})
     store.claim_stage(1)  # the creator, on a host this one cannot see, died before queuing anything
     store.set_stage_attr(1, "claimed", {"host": "elsewhere", "pid": 1, "started": 1})
     started = time.perf_counter()
@@ -211,8 +211,8 @@ def test_two_final_trials_of_one_index_count_once_the_completed_one_first(tmp_pa
     results = {}
     for value in (None, 0.5, 0.25):  # index 0 fails, index 1 completes, index 0's duplicate completes
         t, a = _ask(store, 0, plan, None)
-        store.finish(t._trial_id, value, {"status": "completed" if value is not None else "failed"})
-        results[t._trial_id] = (a["index"], value)
+        store.finish(t, value, {"status": "completed" if value is not None else "failed"})
+        results[t] = (a["index"], value)
     final = list(final_trials(store.trials(0)))
     assert sorted((t.user_attrs["index"], t.value) for t in final) == sorted(
         (i, v) for i, v in results.values() if v is not None)

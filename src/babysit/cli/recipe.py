@@ -110,7 +110,7 @@ def cmd_recipe(args: argparse.Namespace, console: "Console") -> int:
         console.print(result.table(), highlight=False, markup=False, soft_wrap=True)
         for line in result.next_steps:
             console.print(f"next: {line}", highlight=False, markup=False, soft_wrap=True)
-    console.print(f"report: {result.dir / 'recipe.html'}", highlight=False, markup=False)
+    console.print(f"report: {result.dir / 'recipe.html'}", highlight=False, markup=False, soft_wrap=True)
     return 0 if result.ok else 1
 
 

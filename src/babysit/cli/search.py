@@ -153,7 +153,7 @@ def cmd_study(args: argparse.Namespace, console: "Console") -> int:
     else:
         _show(study, console, args.top)
         here = None if study.dir.is_dir() else Path("study.html")  # a machine that does not mount the study dir
-        console.print(f"report: {study.html(here)}", highlight=False)
+        console.print(f"report: {study.html(here)}", highlight=False, markup=False, soft_wrap=True)
     return 0
 
 

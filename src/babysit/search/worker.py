@@ -22,7 +22,7 @@ from .space import Param, active, check_space, parse_space, space_to_dict
 from .stages import Stage, refit
 from optuna.exceptions import UpdateFinishedTrialError
 
-from .storage import StudyStore, TrialState, _alive, final_trials, params_of, worker_record
+from .storage import Popped, StudyStore, TrialState, _alive, final_trials, params_of, worker_record
 
 __all__ = ["TrialContext", "Outcome", "Hopeless", "work", "ensure_stage", "stage_results", "Objective"]
 
@@ -86,13 +86,24 @@ class TrialContext:
     monitor: bool = False
     stop_reason: str | None = None
     stop_status: str | None = None
+    beat_every: float = field(default=0.0, repr=False)  # seconds between heartbeat writes (the pop is the first)
+    _beat: float = field(default_factory=time.monotonic, repr=False)
 
     def check(self, epoch: int, train_loss: float | None = None, val_acc: float | None = None,
               first: bool = False) -> str | None:
-        """Writes the heartbeat, reads the kill flag and applies the hopeless rule; returns why to stop, or None."""
-        if not self.store.heartbeat(self.trial_id):
+        """Reads the kill flag, writes the heartbeat and applies the hopeless rule; returns why to stop, or None.
+
+        Every call reads whether the trial was taken away or flagged (one light read); the heartbeat is
+        written when `beat_every` seconds have passed since the last one (a tenth of the reaper's
+        stale_after, at most 10 s): liveness needs no write per epoch.
+        """
+        taken, why = self.store.poll(self.trial_id, self.id)
+        if not taken and time.monotonic() - self._beat >= self.beat_every:
+            taken = not self.store.heartbeat(self.trial_id)
+            self._beat = time.monotonic()
+        if taken:
             self.stop_reason, self.stop_status = "taken away (re-queued by a reaper)", "reaped"
-        elif (why := self.store.kill_reason(self.id)) is not None:
+        elif why is not None:
             self.stop_reason, self.stop_status = why, "pruned"
         elif self.hopeless is not None and (why := self.hopeless.verdict(epoch, train_loss, val_acc, first)):
             self.stop_reason, self.stop_status = f"hopeless: {why}", "pruned"
@@ -209,14 +220,16 @@ def take_over_stage(store: StudyStore, s: int) -> None:
 
 def stage_done(store: StudyStore, s: int, trials: int) -> bool:
     """Returns True when every index of stage s has a final trial."""
-    seen = {int(t.user_attrs["index"]) for t in final_trials(store.trials(s))}
-    return len(seen) >= trials
+    return len(store.final_indexes(s)) >= trials
 
 
-def current_stage(store: StudyStore, stages: list[Stage], done: set[int] | None = None) -> tuple[str, int]:
+def current_stage(store: StudyStore, stages: list[Stage], done: set[int] | None = None,
+                  drained: set[int] | None = None) -> tuple[str, int]:
     """Returns ("run", s) for the stage to work on, ("wait", s) while s is being created, or ("done", -1).
 
     done: stages known to be done (a done stage stays done), skipped and added to: fewer store reads.
+    drained: when given, only these stages (a pop found nothing) are read for being done; another ready
+    stage is "run" at once (a pop answers whether it has work, cheaper than reading the stage).
     """
     for s, st in enumerate(stages):
         if done is not None and s in done:
@@ -224,6 +237,8 @@ def current_stage(store: StudyStore, stages: list[Stage], done: set[int] | None 
         ensure_stage(store, s)
         if not store.stage_attrs(s).get("ready"):
             return "wait", s
+        if drained is not None and s not in drained:
+            return "run", s
         if not stage_done(store, s, st.trials):
             return "run", s
         if done is not None:
@@ -231,28 +246,86 @@ def current_stage(store: StudyStore, stages: list[Stage], done: set[int] | None 
     return "done", -1
 
 
-def _ask(store: StudyStore, s: int, plan: dict[str, Any], sampler: Any) -> tuple[Any, dict[str, Any]] | None:
-    import optuna
+def _ask(store: StudyStore, s: int, plan: dict[str, Any], sampler: Any,
+         popped: Popped | None = None) -> tuple[int, dict[str, Any]] | None:
+    """Pops a queued trial of stage s (unless given, popped) and fills in its hyperparameters; returns (id, attrs).
 
-    study = store.study(s, sampler)
-    study._thread_local.cached_all_trials = None
-    tid = study._pop_waiting_trial_id()  # atomic: exactly one worker moves a queued trial to RUNNING
-    if tid is None:
+    Two store writes per trial where plain Optuna's ask and tell make three: the hyperparameters with
+    who runs it, and the result with its state and the next trial's pop (`StudyStore.finish_and_pop`).
+    """
+    got = store.pop(s) if popped is None else popped  # atomic: exactly one worker moves a queued trial to RUNNING
+    if got is None:
         return None
-    store.mark_running(tid)  # at once: a popped trial left without this record is reaped (storage.UNMARKED)
+    tid, user, system = got
+    attrs = dict(user)
     try:
-        return _fill(store, s, plan, optuna.Trial(study, tid))
+        if "params" in attrs:  # given (continued, re-queued): nothing to suggest
+            # the worker record, at once (a popped trial left unmarked is reaped)
+            return (tid, attrs) if store.write(tid, []) else None
+        space = check_space(parse_space(store.stage_space(s)), plan["fixed"])
+        ops = None if is_adaptive(plan["sampler"]) else _given(space, plan["fixed"], system.get("fixed_params", {}))
+        if ops is None:  # the sampler chooses: Optuna's trial, its writes buffered into one
+            ops, params = _suggest(store, s, sampler, tid, space, plan["fixed"])
+        else:
+            params = {op[1]: op[4] for op in ops}
+        if not store.write(tid, [op[:4] for op in ops]):
+            return None
+        return tid, {**attrs, "params": params}
     except UpdateFinishedTrialError:  # finished by another process meanwhile (a storage without atomic pops)
         return None
 
 
-def _fill(store: StudyStore, s: int, plan: dict[str, Any], trial: Any) -> tuple[Any, dict[str, Any]] | None:
-    """Returns (trial, attrs) with the trial's hyperparameters: given (continued, re-queued) or suggested."""
-    attrs = dict(trial.user_attrs)
-    if "params" in attrs:
-        return trial, attrs
-    space = check_space(parse_space(store.stage_attrs(s)["space"]), plan["fixed"])
-    chosen, params = dict(plan["fixed"]), {}
+def _distribution(p: Param) -> Any:
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    if p.kind == "choice":
+        return CategoricalDistribution(list(p.values))
+    if p.kind == "intuniform":
+        return IntDistribution(int(p.lo or 0), int(p.hi or 0), log=p.log)
+    return FloatDistribution(float(p.lo or 0), float(p.hi or 0), log=p.log)
+
+
+def _given(space: dict[str, Param], fixed: Mapping[str, Any], given: Mapping[str, Any]) -> list[tuple] | None:
+    """Returns the param writes of hyperparameters queued with the trial, or None when one is missing or off its range."""
+    chosen, ops = dict(fixed), []
+    for key, p in space.items():
+        if not active(p, chosen):
+            continue
+        if key not in given:
+            return None
+        dist, v = _distribution(p), given[key]
+        internal = dist.to_internal_repr(v)
+        if not dist._contains(internal):
+            return None
+        ops.append(("param", key, internal, dist, v))
+        chosen[key] = v
+    return ops
+
+
+class _Buffer:
+    """Optuna's storage for one trial, its param writes kept in a list (written by StudyStore.write as one)."""
+
+    def __init__(self, storage: Any) -> None:
+        self._storage = storage
+        self.ops: list[tuple[Any, ...]] = []
+
+    def set_trial_param(self, trial_id: int, name: str, internal: float, distribution: Any) -> None:
+        self.ops.append(("param", name, internal, distribution))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._storage, name)
+
+
+def _suggest(store: StudyStore, s: int, sampler: Any, tid: int, space: dict[str, Param],
+             fixed: Mapping[str, Any]) -> tuple[list[tuple], dict[str, Any]]:
+    import optuna
+
+    study = store.study(s, sampler)
+    study._thread_local.cached_all_trials = None
+    trial = optuna.Trial(study, tid)
+    buffer = _Buffer(trial.storage)
+    trial.storage = buffer  # type: ignore[assignment]
+    chosen, params = dict(fixed), {}
     for key, p in space.items():
         if not active(p, chosen):
             continue
@@ -263,11 +336,12 @@ def _fill(store: StudyStore, s: int, plan: dict[str, Any], trial: Any) -> tuple[
         else:
             v = trial.suggest_float(key, float(p.lo or 0), float(p.hi or 0), log=p.log)
         params[key] = chosen[key] = v
-    return trial, {**attrs, "params": params}
+    return buffer.ops, params
 
 
-def _run(store: StudyStore, objective: Objective, trial: Any, attrs: dict[str, Any], plan: dict[str, Any],
-         stages: list[Stage], hopeless: Hopeless | None) -> None:
+def _run(store: StudyStore, objective: Objective, tid: int, attrs: dict[str, Any], plan: dict[str, Any],
+         stages: list[Stage], hopeless: Hopeless | None, beat_every: float = 0.0) -> Popped | None:
+    """Runs one trial and tells its result; returns the stage's next trial, popped with the tell (or None)."""
     s = int(attrs["stage"])
     cont = attrs.get("continue_from")
     origin = int(attrs.get("origin", attrs["id"]))  # a continued trial keeps its seed (exact resume)
@@ -276,40 +350,45 @@ def _run(store: StudyStore, objective: Objective, trial: Any, attrs: dict[str, A
                        params=dict(attrs["params"]), hp={**plan["fixed"], **stages[s].fixed, **attrs["params"]},
                        epochs=stages[s].epochs, monitor=stages[s].monitor,
                        run_dir=Path(attrs["run_dir"]), continue_from=Path(cont) if cont else None, store=store,
-                       trial_id=trial._trial_id, hopeless=hopeless)
+                       trial_id=tid, hopeless=hopeless, beat_every=beat_every)
     try:
         out = objective(ctx)
     except Exception as exc:  # the user's code failed: recorded, the study goes on
         log.warning("trial %d failed: %s: %s", ctx.id, type(exc).__name__, exc)
-        store.finish(trial._trial_id, None, {"status": "failed", "error": f"{type(exc).__name__}: {exc}"})
-        return
+        return store.finish_and_pop(tid, None, {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}, s)[1]
     if not isinstance(out, Outcome):
         out = Outcome(metric=float(out))
     if ctx.stop_status == "reaped":
-        return
+        return None
     status = ctx.stop_status if ctx.stop_status and out.status in ("completed", "interrupted") else out.status
     metric = out.metric if out.metric is not None and math.isfinite(out.metric) else None
     value = metric if metric is not None else float(plan.get("worst", 0.0))  # a bad result samplers learn from
-    store.finish(trial._trial_id, value, {"status": status, "metric": metric, "epochs": out.epochs,
-                                          "reason": ctx.stop_reason or out.reason})
+    return store.finish_and_pop(tid, value, {"status": status, "metric": metric, "epochs": out.epochs,
+                                             "reason": ctx.stop_reason or out.reason}, s)[1]
 
 
-def work(spec: str, name: str, objective: Objective, *, worker: int = 0, poll: float = 0.1,
+def work(spec: "str | StudyStore", name: str, objective: Objective, *, worker: int = 0, poll: float = 0.1,
          stale_after: float = 300.0, max_attempts: int = 3, hopeless: Hopeless | None = None,
          after_trial: Callable[[StudyStore], None] | None = None) -> int:
-    """Runs trials from the store until every stage is done; returns the number of trials this worker ran."""
-    store = StudyStore(spec, name)
+    """Runs trials from the store until every stage is done; returns the number of trials this worker ran.
+
+    spec: the store's spec (a study directory or an RDB URL), or a StudyStore this process opened.
+    """
+    store = spec if isinstance(spec, StudyStore) else StudyStore(spec, name)
     plan, stages, _ = _plan(store)
     samplers: dict[int, Any] = {}
     done: set[int] = set()
-    ran, popped, last_reap = 0, False, -math.inf
+    # the first reap after one interval, not at once: eight workers starting together read the stage once, not 8x
+    ran, popped, last_reap = 0, False, time.monotonic()
+    drained: set[int] = set()  # stages whose last pop found nothing queued
+    nxt: Popped | None = None  # the stage's next trial, popped with the last tell
     waiting: dict[int, float] = {}  # stage -> when this worker began waiting for it to be created
     # jittered per process (forked workers share the global RNG's state): one taker, not all at once
     patience = min(stale_after, 60.0) + random.Random(os.getpid()).uniform(0.0, 5.0)
     while True:
         what = "run"
         if not popped:  # after a popped trial, pop the next one of the stage before reading the whole stage
-            what, s = current_stage(store, stages, done)
+            what, s = current_stage(store, stages, done, drained)
             if what == "done":
                 return ran
         if time.monotonic() - last_reap > min(5.0, stale_after / 4):  # each read scans the running trials
@@ -325,12 +404,16 @@ def work(spec: str, name: str, objective: Objective, *, worker: int = 0, poll: f
         if s not in samplers:
             samplers[s] = optuna_sampler(plan["sampler"], hash((plan["seed"], s, worker)) % 2**31) \
                 if is_adaptive(plan["sampler"]) else None
-        got = _ask(store, s, plan, samplers[s])
+        got, nxt = _ask(store, s, plan, samplers[s], nxt), None
         popped = got is not None
         if got is None:
+            if s not in drained:  # read whether the stage is done before waiting
+                drained.add(s)
+                continue
             time.sleep(poll)
             continue
-        _run(store, objective, got[0], got[1], plan, stages, hopeless)
+        drained.discard(s)
+        nxt = _run(store, objective, got[0], got[1], plan, stages, hopeless, beat_every=min(stale_after / 10, 10.0))
         ran += 1
         if after_trial is not None:
             after_trial(store)
