@@ -75,10 +75,25 @@ def optuna_search(task, sampler: str, seed: int, root: Path) -> tuple[float, int
     return bs.evaluate(runs[best.number], "test").accuracy, spent
 
 
-def babysit_search(task, seed: int, root: Path) -> tuple[float, int]:
+DEFAULT_STAGES = "48x2,16x9"  # 96 + 144 = 240 <= 243 epochs (hopeless trials stop earlier)
+
+
+def parse_stages(text: str) -> list:
+    """"48x2,16x9c8": stages of trials x epochs, "cK" continuing the previous stage's top K (successive halving)."""
+    out = []
+    for part in text.split(","):
+        te, _, cont = part.partition("c")
+        trials, epochs = (int(v) for v in te.split("x"))
+        out.append(bs.Stage(trials, epochs, continue_top=int(cont or 0)))
+    return out
+
+
+def babysit_search(task, seed: int, root: Path, stages_text: str = DEFAULT_STAGES,
+                   sampler: str | None = None) -> tuple[float, int]:
     space = {"lr": bs.loguniform(1e-4, 1.0), "reg": bs.loguniform(1e-6, 1e-1), "width": bs.intuniform(16, 512, log=True)}
-    stages = [bs.Stage(48, 2), bs.Stage(16, 9)]  # 96 + 144 = 240 <= 243 epochs (hopeless trials stop earlier)
-    study = bs.search(task, space, stages=stages, fixed=FIXED, study_dir=root / "babysit", workers=0, seed=seed)
+    kw = {"sampler": sampler} if sampler else {}
+    study = bs.search(task, space, stages=parse_stages(stages_text), fixed=FIXED, study_dir=root / "babysit",
+                      workers=0, seed=seed, **kw)
     spent = sum(t.epochs or 0 for t in study.trials)
     return bs.evaluate(study.best.run_dir, "test").accuracy, spent
 
@@ -87,16 +102,19 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--methods", default="babysit,random,qmc,tpe,gp,tpe+hyperband")
+    ap.add_argument("--stages", default=DEFAULT_STAGES, help="babysit's stages, e.g. 56x2,16x9c8 (c: continue top K)")
+    ap.add_argument("--sampler", default=None, help="babysit's sampler (default: babysit's default)")
+    ap.add_argument("--first-seed", type=int, default=0)
     args = ap.parse_args()
     torch.set_num_threads(1)
     task = bs.Task(build="mlp", data="mnist1d")
     methods = args.methods.split(",")
     acc: dict[str, list[float]] = {m: [] for m in methods}
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         for m in methods:
             with tempfile.TemporaryDirectory() as d:
                 t = time.perf_counter()
-                a, spent = babysit_search(task, seed, Path(d)) if m == "babysit" else optuna_search(task, m, seed, Path(d))
+                a, spent = babysit_search(task, seed, Path(d), args.stages, args.sampler) if m == "babysit" else optuna_search(task, m, seed, Path(d))
                 acc[m].append(a)
                 print(f"seed {seed} {m:14s} test acc {a:.4f}  epochs {spent}  {time.perf_counter() - t:.0f} s", flush=True)
     print(f"\nmedian test accuracy of the selected configuration over {args.seeds} seeds ({TRIALS} x {EPOCHS} epochs):")
