@@ -281,8 +281,7 @@ class StudyStore:
         seen: dict[int, dict[str, Any]] = {}
         for tid, state, key, value in rows:
             seen.setdefault(tid, {"state": state})[key] = json.loads(value)
-        return {int(r["index"]) for r in seen.values()
-                if "index" in r and (r["state"] == TrialState.COMPLETE or not r.get("requeued"))}
+        return {int(r["index"]) for r in seen.values() if "index" in r and _counts(r["state"], r.get("requeued"))}
 
     # -- one trial -------------------------------------------------------------------------
     def set_attr(self, trial_id: int, key: str, value: Any) -> bool:
@@ -296,10 +295,6 @@ class StudyStore:
     def heartbeat(self, trial_id: int) -> bool:
         """Writes the trial's heartbeat (now); returns False when the trial was taken away from this worker."""
         return self.set_attr(trial_id, "heartbeat", time.time())
-
-    def mark_running(self, trial_id: int) -> None:
-        """Records who runs the trial (host, pid); its start time is the first heartbeat."""
-        self.set_attr(trial_id, "worker", worker_record())
 
     def finish(self, trial_id: int, value: float | None, result: Mapping[str, Any]) -> bool:
         """Records a finished trial (COMPLETE with its value, or FAIL when value is None); False if taken away.
@@ -656,6 +651,11 @@ def params_of(t: FrozenTrial) -> dict[str, Any]:
     return dict(t.user_attrs["params"]) if "params" in t.user_attrs else dict(t.params)
 
 
+def _counts(state: TrialState, requeued: Any) -> bool:
+    """The final-trial rule: a COMPLETE trial counts, and a FAIL one that was not re-queued."""
+    return state == TrialState.COMPLETE or (state == TrialState.FAIL and not requeued)
+
+
 def final_trials(trials: list[FrozenTrial]) -> Iterator[FrozenTrial]:
     """Yields the trials that count, one per (stage, index): COMPLETE ones, and FAIL ones not re-queued.
 
@@ -666,7 +666,7 @@ def final_trials(trials: list[FrozenTrial]) -> Iterator[FrozenTrial]:
     for t in trials:
         if "index" not in t.user_attrs:  # not one of babysit's trials
             continue
-        if t.state == TrialState.COMPLETE or (t.state == TrialState.FAIL and not t.user_attrs.get("requeued")):
+        if _counts(t.state, t.user_attrs.get("requeued")):
             key = (t.user_attrs.get("stage"), t.user_attrs["index"])
             old = best.get(key)
             if old is None or (old.state != TrialState.COMPLETE and t.state == TrialState.COMPLETE):
