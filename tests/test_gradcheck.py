@@ -401,3 +401,53 @@ def test_speed_with_the_defaults(sizes: tuple[int, ...], target: float) -> None:
                         rel_tol=0.05)
     batch = (torch.randn(4, sizes[0]), torch.randint(0, 10, (4,)))
     assert _median_time(model, batch, 5) < 3 * target  # generous margin for a shared machine; bench has the real
+
+
+def _saturated_case() -> tuple[nn.Module, tuple[torch.Tensor, torch.Tensor]]:
+    """A ReLU MLP whose last layer is x1e4 (scores ~1e3: a saturated softmax), on a batch of 4."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3))
+    with torch.no_grad():
+        model[2].weight.mul_(1e4)
+    return model, (torch.randn(4, 6), torch.randint(0, 3, (4,)))
+
+
+def test_a_batch_fitted_with_saturated_scores_is_not_verified_rather_than_wrong() -> None:
+    model, (x, _) = _saturated_case()
+    y = model(x).argmax(1)  # every example right by a margin of ~1e3: the float64 loss is exactly 0
+    rep = check_gradients(model, F.cross_entropy, (x, y))
+    assert rep.loss == 0.0 and rep.ok
+    assert all(s.verdict == "tiny" for s in rep.by_tensor.values())
+    assert "not verified" in str(rep).splitlines()[0] and any("saturated" in a for a in rep.advice)
+
+
+def test_the_burn_in_stops_short_of_fitting_the_batch_so_the_check_still_resolves() -> None:
+    model, batch = _saturated_case()
+    start = check_gradients(model, F.cross_entropy, batch).loss
+    rep = check_gradients(model, F.cross_entropy, batch, burn_in=10)
+    assert rep.ok and 0.25 * start <= rep.loss < start  # before the guard: 10 steps took it to 0
+    assert any(s.verdict != "tiny" for s in rep.by_tensor.values())
+
+
+def test_a_wrong_gradient_still_fails_after_the_guarded_burn_in() -> None:
+    model, batch = _saturated_case()
+
+    class Halved(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, t):  # type: ignore[override]
+            return t.clone()
+
+        @staticmethod
+        def backward(ctx, g):  # type: ignore[override]
+            return 0.5 * g
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = model
+
+        def forward(self, t: torch.Tensor) -> torch.Tensor:
+            return self.body[2](Halved.apply(self.body[1](self.body[0](t))))
+
+    rep = check_gradients(Net(), F.cross_entropy, batch, burn_in=10)
+    assert not rep.ok and not rep.by_tensor["body.0.weight"].ok

@@ -101,7 +101,11 @@ def advise(entries: Sequence[Entry], mismatch: Sequence[str], loss: float, floor
     """Returns advice lines: failures first, then the own-dtype findings, tiny gradients, kinks, precision."""
     lines = _failure_advice(entries, mismatch, functions) + _dtype_advice(own)
     tiny = sum(e.tiny for e in entries)
-    if tiny:
+    if tiny and loss == 0.0:
+        lines.append(f"{tiny} entries are tiny and the loss is 0 at the check point: the model fits this "
+                     "batch with saturated scores, so its gradients round to nothing and cannot be checked; "
+                     "check before training (burn_in=0) or with a smaller init scale of the last layer")
+    elif tiny:
         lines.append(f"{tiny} entries are tiny (below {max(floor, TINY_ABS):.0e}): scale the loss up (e.g. x1e6) "
                      "so gradients are near 1.0, where floats are dense")
     excused = sum(e.kink_crossed for e in entries)

@@ -59,12 +59,14 @@ def summarise(name: str, entries: Sequence[Entry], backward_differs: bool, kinke
     resolvable = _resolvable(entries)
     ok = all(e.passed for e in counted) and not backward_differs
     worst = max((_rel(e) for e in resolvable or counted), default=0.0)
+    # an entry that passed only by the round-off floor says nothing about the band of the others
+    judged = max((_rel(e) for e in resolvable if not e.by_floor), default=worst)
     crossed = sum(e.kink_crossed for e in entries)
     suspected = sum(e.kink_suspected and not e.kink_crossed for e in entries)
     if backward_differs:
         word = "wrong"
     elif resolvable:
-        word = verdict(worst, kinked or crossed + suspected > 0)
+        word = verdict(judged, kinked or crossed + suspected > 0)
     else:
         word = "tiny" if any(e.tiny for e in counted) else "good"
     floor = max((e.floor for e in counted if e.by_floor), default=0.0)

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 STOCHASTIC_MODES = ("eval", "seeded")
 _BURN_IN_LR = 0.1
+_BURN_IN_FLOOR = 0.25  # the burn-in keeps the loss above this share of where it started
 
 
 def int_at_least(name: str, value: Any, low: int, hint: str) -> None:
@@ -234,7 +235,8 @@ def burn_in_steps(obj: Objective, steps: int) -> float:
     """
     params = [p for p in obj.model.parameters() if p.requires_grad]
     lr, loss = _BURN_IN_LR, obj.value()
-    for _ in range(steps):
+    least = _BURN_IN_FLOOR * loss  # "starts to go down", not fitted: a 4-example batch fitted to a loss of 0
+    for _ in range(steps):             # (a saturated softmax) leaves gradients that round to nothing
         with torch.enable_grad():
             grads = torch.autograd.grad(obj.forward(), params, allow_unused=True)
         saved = [p.detach().clone() for p in params]
@@ -243,7 +245,7 @@ def burn_in_steps(obj: Objective, steps: int) -> float:
                 for p, p0, g in zip(params, saved, grads):
                     p.copy_(p0 if g is None else p0 - lr * g)
             new = obj.value()
-            if new < loss:
+            if least <= new < loss:
                 loss = new
                 break
             lr /= 2

@@ -55,13 +55,16 @@ def judge(analytic: float, numeric: float, loss: float, h: float, tol: float,
 
     rel = |a - n| / max(|a|, |n|) (both zero passes); pass when |a - n| <= c*eps*|f|/h + tol*max(|a|, |n|).
     tiny: max(|a|, |n|) is below that round-off floor or below 1e-10 (outside floats' comfortable range).
+    A tiny analytic value where f did not change at all (n == 0: f(x+h) == f(x-h) bit for bit, e.g. a
+    saturated softmax whose loss rounds to 0) is below what f resolves: it passes, as tiny.
     """
     diff, scale = abs(analytic - numeric), max(abs(analytic), abs(numeric))
     if scale == 0.0:
         return 0.0, True, False
     floor = roundoff_floor(loss, h, eps)
     rel = diff / scale if math.isfinite(scale) else math.nan
-    return rel, bool(diff <= floor + tol * scale), bool(scale <= max(floor, TINY_ABS))
+    unresolved = numeric == 0.0 and scale <= TINY_ABS
+    return rel, bool(diff <= floor + tol * scale or unresolved), bool(scale <= max(floor, TINY_ABS))
 
 
 class Diff(NamedTuple):

@@ -182,7 +182,9 @@ def _headline(r: GradientReport) -> str:
     """Returns the first line: pass/fail, how many tensors failed, h, tol, size and time."""
     rows = _rows(r)
     bad = sum(not s.ok for s in rows.values())
+    tiny = sum(s.ok and s.verdict == "tiny" for s in rows.values())
     state = "passed" if r.ok else f"FAILED ({bad} of {len(rows)} tensors)"
+    state += f", {tiny} of {len(rows)} tensors not verified (tiny gradients)" if tiny else ""
     h = f"{r.h:.0e}" + (" (best of sweep)" if r.sweep else "")
     return f"gradient check {state}: h={h} tol={r.tol:.0e}, {len(r.entries)} entries, {r.seconds:.2f} s"
 
