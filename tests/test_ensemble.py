@@ -131,6 +131,7 @@ def test_paired_interval_brackets_the_mean_with_the_right_width():
 
 def test_distillation_moves_the_student_toward_the_ensemble(runs, spiral_task, tmp_path):
     from babysit.ensemble import distill
+    from babysit.store import RunStore
 
     ens = Ensemble.from_runs(runs)
     report = distill(ens, spiral_task, HP, temperature=4.0, alpha=0.9, epochs=6, run_dir=tmp_path / "d",
@@ -138,6 +139,124 @@ def test_distillation_moves_the_student_toward_the_ensemble(runs, spiral_task, t
     assert report.student_kl < report.labels_kl, report.table()  # held-out (test) KL(ensemble || model)
     assert report.student_acc > 0.7 and (report.student_dir / "config.toml").is_file()
     assert "label-only student" in report.table()
+    n = len(spiral_task.splits.train)
+    assert report.transfer == f"{3 * n} mixup inputs (3x the training split)"  # the default transfer set
+    steps = [len(RunStore(d).scalars("loss")) for d in (report.student_dir, report.labels_dir)]
+    assert steps[0] == steps[1] == 6 * -(-4 * n // HP["batch_size"])  # the label-only student: the same steps
+
+
+def test_mixup_rows_are_convex_combinations_of_two_training_inputs_and_reproducible():
+    from babysit.ensemble.transfer import transfer_inputs
+
+    x = torch.eye(6).reshape(6, 2, 3)  # each input one coordinate: a mix of two has <= 2 non-zeros summing to 1
+    t = transfer_inputs(x, "mixup", 40, seed=3)
+    assert t.shape == (40, 2, 3) and t.dtype == x.dtype
+    flat = t.reshape(40, -1)
+    assert (flat >= 0).all() and torch.allclose(flat.sum(1), torch.ones(40)) and ((flat > 0).sum(1) <= 2).all()
+    torch.testing.assert_close(transfer_inputs(x, "mixup", 40, seed=3), t)
+    assert not torch.equal(transfer_inputs(x, "mixup", 40, seed=4), t)
+    assert len(transfer_inputs(x, "none", 40, seed=3)) == 0
+
+
+def test_munge_rows_stay_beside_their_neighbours():
+    from babysit.ensemble.transfer import transfer_inputs
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.cat([torch.rand(50, 8, generator=g), 100 + torch.rand(50, 8, generator=g)])  # two far clusters
+    t = transfer_inputs(x, "munge", 300, seed=1)
+    assert t.shape == (300, 8)
+    low = (t < 3).all(1)
+    assert (low | (t > 97).all(1)).all() and 0.3 < low.float().mean() < 0.7  # each row inside one cluster
+    kept = (t[:, None] == x[None]).float().mean(-1).max(1).values  # features left as the training input had them
+    assert 0.35 < kept.mean() < 0.65  # p = 0.5 of them redrawn
+    torch.testing.assert_close(transfer_inputs(x, "munge", 300, seed=1), t)
+
+
+def test_the_student_sees_the_training_rows_then_the_transfer_rows_built_without_labels(runs, spiral_task):
+    from babysit.ensemble import soft_targets
+    from babysit.ensemble.distillation import _student_data, _transfer_rows, _with_train
+    from babysit.ensemble.transfer import transfer_inputs
+
+    ens = Ensemble.from_runs(runs)
+    x, y = bs.data.tensors(spiral_task.splits.train)
+    extra = _transfer_rows("mixup", 0.5, spiral_task, seed=5)
+    torch.testing.assert_close(extra, transfer_inputs(x, "mixup", round(0.5 * len(x)), seed=5))
+    task, soft, labelled = _student_data(ens, spiral_task, extra, 4.0)
+    xs, ys = bs.data.tensors(task.splits.train)
+    torch.testing.assert_close(xs, torch.cat([x, extra]))
+    assert torch.equal(ys[:len(x)], y) and labelled.tolist() == [True] * len(x) + [False] * len(extra)
+    torch.testing.assert_close(soft, soft_targets(ens, task.splits.train, 4.0))
+    relabelled = _with_train(spiral_task, x, y[torch.randperm(len(y))])  # the same inputs, other labels
+    torch.testing.assert_close(_transfer_rows("mixup", 0.5, relabelled, seed=5), extra)
+
+
+def test_the_label_term_skips_the_transfer_rows(spiral_task):
+    from babysit.ensemble import distill_objective
+
+    torch.manual_seed(0)
+    model = nn.Linear(2, 3)
+    x, labels = torch.randn(6, 2), torch.tensor([0, 1, 2, 0, 1, 2])
+    soft = torch.softmax(torch.randn(6, 3), 1)
+    labelled = torch.tensor([True, True, True, False, False, False])
+    obj = distill_objective(spiral_task, 0.0, 2.0, 0.75)
+    got = obj(model, x, (labels, soft, labelled))
+    s = model(x)
+    kd = torch.nn.functional.kl_div(torch.log_softmax(s / 2.0, 1), soft, reduction="batchmean")
+    want = 0.75 * 4.0 * kd + 0.25 * torch.nn.functional.cross_entropy(s[:3], labels[:3])
+    torch.testing.assert_close(got, want)
+    other = torch.tensor([0, 1, 2, 2, 2, 2])  # what a transfer row's label column holds must not matter
+    torch.testing.assert_close(obj(model, x, (other, soft, labelled)), got)
+    none = torch.zeros(6, dtype=torch.bool)  # a batch of transfer rows only: the soft term alone
+    torch.testing.assert_close(obj(model, x, (labels, soft, none)), 0.75 * 4.0 * kd)
+
+
+SEEN: list[int] = []
+
+
+def _counting_loss(scores, labels):
+    if torch.is_grad_enabled():  # training steps, not evaluations
+        SEEN.append(len(labels))
+    return torch.nn.functional.cross_entropy(scores, labels)
+
+
+def test_the_students_label_term_sees_only_the_labelled_rows(runs, spiral, tmp_path):
+    from babysit.ensemble import distill
+
+    task = bs.Task(build="mlp", data=spiral, loss=_counting_loss)
+    n = len(spiral.train)
+    SEEN.clear()
+    distill(Ensemble.from_runs(runs, task=task), task, HP, transfer_size=1, epochs=1, run_dir=tmp_path / "d",
+            checkpoint_interval=0, monitor=False)
+    assert sum(SEEN) == n + 2 * n  # the student's n labelled rows (not its n transfer rows), the baseline's 2n
+
+
+def test_bad_transfer_settings_are_named_before_anything_trains(runs, spiral_task, tmp_path):
+    from babysit.ensemble import distill
+
+    ens = Ensemble.from_runs(runs)
+    cases = [({"transfer": "mixupp"}, "transfer='mixupp'.*valid: mixup, munge, none"),
+             ({"transfer_size": 0}, "transfer_size=0: must be a number > 0"),
+             ({"transfer_size": float("nan")}, "transfer_size=nan"),
+             ({"transfer": "none", "transfer_size": 2}, "transfer_size=2: applies to a generated transfer set"),
+             ({"transfer": 3}, "transfer=3: must be one of mixup, munge, none or a tensor"),
+             ({"transfer": torch.zeros(5, 3)}, r"shape \(rows >= 1, 2\) like the training inputs, got \(5, 3\)"),
+             ({"transfer": torch.full((4, 2), float("nan"))}, "NaN or inf")]
+    for kwargs, match in cases:
+        with pytest.raises(ConfigError, match=match):
+            distill(ens, spiral_task, HP, epochs=1, run_dir=tmp_path / "bad", **kwargs)
+    assert not (tmp_path / "bad").exists()
+    with pytest.raises(ConfigError, match="floating-point inputs"):
+        from babysit.ensemble.transfer import transfer_inputs
+        transfer_inputs(torch.arange(10).reshape(5, 2), "mixup", 3, seed=0)
+
+
+def test_own_transfer_inputs_are_used_as_given(runs, spiral_task, tmp_path):
+    from babysit.ensemble import distill
+
+    own = torch.randn(100, 2, generator=torch.Generator().manual_seed(0))
+    report = distill(Ensemble.from_runs(runs), spiral_task, HP, transfer=own, epochs=1, run_dir=tmp_path / "own",
+                     checkpoint_interval=0, monitor=False)
+    assert report.transfer.startswith("100 given inputs (")
 
 
 def test_soft_targets_are_the_softened_average(runs, spiral):

@@ -58,6 +58,25 @@ def test_distill_trains_both_students_and_compares(two_runs, tmp_path):
     rep = json.loads(r.stdout)
     assert {"student_acc", "labels_acc", "ensemble_acc", "student_kl", "labels_kl"} <= set(rep)
     assert (tmp_path / "d" / "student" / "config.toml").is_file() and (tmp_path / "d" / "labels").is_dir()
+    assert rep["transfer"].endswith("mixup inputs (3x the training split)")  # the default
+
+
+def test_distill_takes_the_transfer_set_from_the_command_line(two_runs, tmp_path):
+    r = babysit("distill", "--from-runs", *two_runs, "--epochs", "1", "--run-dir", tmp_path / "d",
+                "--transfer", "munge", "--transfer-size", "0.5")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "munge inputs (0.5x the training split)" in r.stdout
+
+
+@pytest.mark.parametrize("flags, message", [
+    (("--transfer", "mixupp"), "invalid choice: 'mixupp'"),
+    (("--transfer-size", "-1"), "transfer_size=-1.0: must be a number > 0"),
+    (("--transfer", "none", "--transfer-size", "2"), "transfer_size=2.0: applies to a generated transfer set"),
+])
+def test_distill_refuses_bad_transfer_flags_before_training(two_runs, tmp_path, flags, message):
+    r = babysit("distill", "--from-runs", *two_runs, "--epochs", "1", "--run-dir", tmp_path / "d", *flags)
+    assert r.returncode == 2 and message in r.stderr, r.stdout + r.stderr
+    assert not (tmp_path / "d").exists()
 
 
 def test_ensemble_of_a_study_top_k(tmp_path):

@@ -45,6 +45,12 @@ def add_parsers(sub: Any) -> None:
     d.add_argument("--run-dir", required=True, help="where the students go (DIR/student, DIR/labels)")
     d.add_argument("--temperature", type=float, default=4.0, help="softening temperature T (default 4)")
     d.add_argument("--alpha", type=float, default=0.9, help="weight of the soft targets (default 0.9)")
+    d.add_argument("--transfer", default="mixup", choices=("mixup", "munge", "none"),
+                   help="unlabelled inputs the student also matches the ensemble on, built from the training inputs: "
+                   "mixup (pairs interpolated), munge (features redrawn near a neighbour) or none (default mixup)")
+    d.add_argument("--transfer-size", type=float, default=None, metavar="X",
+                   help="with mixup or munge: rows generated per training example (default 3); each student then "
+                   "takes 1 + X times the steps per epoch, the label-only one too")
     d.add_argument("--seed", type=int, default=0, help="seed of both students (default 0)")
     d.add_argument("--force", action="store_true", help="overwrite students already in --run-dir")
 
@@ -92,7 +98,8 @@ def cmd_distill(args: argparse.Namespace, console: Any) -> int:
         first = args.from_runs[0] if args.from_runs else args.from_run
     hp = {k: v for k, v in read_config(first)["hp"].items() if k != "snapshots"}
     print(f"distilling {len(ens)} member(s) into a student with the hyperparameters of {first}", file=sys.stderr)
-    report = distill(ens, ens.task, hp, temperature=args.temperature, alpha=args.alpha, epochs=args.epochs,
-                     run_dir=args.run_dir, seed=args.seed, force=args.force)
+    report = distill(ens, ens.task, hp, temperature=args.temperature, alpha=args.alpha, transfer=args.transfer,
+                     transfer_size=args.transfer_size, epochs=args.epochs, run_dir=args.run_dir, seed=args.seed,
+                     force=args.force)
     print(json.dumps(report.to_dict(), indent=2, default=str) if args.json else report.table())
     return EXIT_OK
