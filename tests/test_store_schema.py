@@ -143,3 +143,33 @@ def test_history_groups_keys_without_parsing_strings_in_rules(tmp_path):
     assert h.series("nothing").values == () and h.loss.values == (2.3,)
     with pytest.raises(bs.StoreError, match="not a babysit run directory"):
         read_history(tmp_path / "nope")
+
+
+def _schema(path: Path) -> list[tuple]:
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        tables = sorted(db.execute("SELECT type, name, tbl_name, sql FROM sqlite_master"))
+        return tables + [(r[0], *r[1:]) for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+                         for r in db.execute(f"PRAGMA table_info({name})")]
+    finally:
+        db.close()
+
+
+def test_a_new_run_database_is_the_template_which_the_migrations_built(tmp_path, monkeypatch):
+    import babysit.store.sqlite as sq
+
+    RunStore(tmp_path / "migrated", template=False).close()
+    sq._template()  # built once per process, by the migrations
+    calls = []
+    for v in list(sq.MIGRATIONS):
+        monkeypatch.setitem(sq.MIGRATIONS, v, lambda db, v=v: calls.append(v))
+    store = RunStore(tmp_path / "copied")  # from the template: no migration runs on a new database
+    store.set_meta(status="running")
+    store.close()
+    assert calls == []
+    assert _schema(tmp_path / "copied" / "run.sqlite") == _schema(tmp_path / "migrated" / "run.sqlite")
+    assert RunStore(tmp_path / "copied").meta() == {"schema_version": str(SCHEMA_VERSION), "status": "running"}
+    monkeypatch.undo()
+    legacy = _copy_v1(tmp_path)  # an existing file is never replaced by the template
+    RunStore(legacy).close()
+    assert read_history(legacy).meta["status"] == "completed"

@@ -477,6 +477,7 @@ def _finish(store: RunStore, writer: CheckpointWriter, status: str, diverged_at:
             stop: Stop, loop: _Loop) -> None:
     """Writes what is pending and the run's final status (also when the user's code raised)."""
     try:
+        store.flush()  # every epoch a checkpoint holds is in the store before the checkpoint is
         writer.wait()
     except Exception as exc:  # the last checkpoint could not be written: the run did not finish well
         status, error = "failed", error or str(exc)
@@ -550,7 +551,8 @@ def _end_epoch(task: Task, hp: Mapping[str, Any], loop: _Loop, val_set: Any, tra
         ema = evaluate(loop.ema.module, val_set, task.loss_fn)
         store.log(loop.step, float(loop.epoch), "epoch/val_acc_ema", ema.accuracy)
         store.log(loop.step, float(loop.epoch), "epoch/val_loss_ema", ema.loss)
-    store.flush()
+    if writer.due(loop.epoch):  # a checkpoint about to be written finds its epochs in the store
+        store.flush()
     if math.isfinite(value):
         writer.save(loop.epoch, value, loop.state(value))
     _notify(observers, "on_epoch", record)

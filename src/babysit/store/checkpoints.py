@@ -85,8 +85,12 @@ def save_checkpoint(run_dir: str | Path, epoch: int, val_acc: float, payload: Ma
                     *, keep_last: int = 2, metric: str = "val_acc", mode: str = "max",
                     keep_epochs: Iterable[int] = ()) -> Path:
     """Returns the path of a new checkpoint, written atomically; keeps the best, the last keep_last and keep_epochs."""
-    return _write_checkpoint(Path(run_dir), epoch, val_acc, _serialise(payload), keep_last, metric, mode,
-                             frozenset(keep_epochs))
+    store = RunStore(run_dir)
+    try:
+        return _write_checkpoint(Path(run_dir), epoch, val_acc, _serialise(payload), keep_last, metric, mode,
+                                 frozenset(keep_epochs), store)
+    finally:
+        store.close()
 
 
 def _serialise(payload: Mapping[str, Any]) -> bytes:
@@ -95,27 +99,25 @@ def _serialise(payload: Mapping[str, Any]) -> bytes:
     return buf.getvalue()
 
 
-def _write_checkpoint(run_dir: Path, epoch: int, value: float, data: bytes, keep_last: int, metric: str = "val_acc",
-                      mode: str = "max", keep_epochs: frozenset[int] = frozenset()) -> Path:
+def _write_checkpoint(run_dir: Path, epoch: int, value: float, data: bytes, keep_last: int, metric: str,
+                      mode: str, keep_epochs: frozenset[int], store: RunStore) -> Path:
     """Records the checksum (run.sqlite, then `<name>.sha256`), writes the file atomically, then prunes.
 
-    keep_epochs: epochs never pruned (the cycle ends of a snapshot ensemble).
+    keep_epochs: epochs never pruned (the cycle ends of a snapshot ensemble). store: the run's database,
+    one connection for every write of a writer (opening and closing one per checkpoint cost more than
+    the write of a small model).
     """
     d = run_dir / "checkpoints"
     path = d / checkpoint_name(epoch, value, metric)
     try:
         d.mkdir(parents=True, exist_ok=True)
         digest = sha256_of(data)
-        store = RunStore(run_dir)
-        try:
-            store.record_checkpoint(path.name, epoch, digest, len(data))
-        finally:
-            store.close()
+        store.record_checkpoint(path.name, epoch, digest, len(data))
         write_sidecar(path, digest, len(data))
         atomic_write(path, lambda f: f.write(data))
     except (OSError, sqlite3.Error) as exc:
         raise StoreError(_write_failed(run_dir, path, exc)) from exc
-    _prune(run_dir, keep_last, mode, keep_epochs)
+    _prune(run_dir, keep_last, mode, keep_epochs, store)
     return path
 
 
@@ -135,7 +137,7 @@ def _write_failed(run_dir: Path, path: Path, exc: BaseException) -> str:
             "then resume (--resume)")
 
 
-def _prune(run_dir: Path, keep_last: int, mode: str, keep_epochs: frozenset[int] = frozenset()) -> None:
+def _prune(run_dir: Path, keep_last: int, mode: str, keep_epochs: frozenset[int], store: RunStore) -> None:
     """Deletes checkpoints that are neither the best, among the last keep_last nor kept epochs, with their checksums."""
     ckpts = list_checkpoints(run_dir)
     keep = {c.path for c in ckpts[-keep_last:]} | {best_of(ckpts, mode).path}  # type: ignore[union-attr]
@@ -151,11 +153,7 @@ def _prune(run_dir: Path, keep_last: int, mode: str, keep_epochs: frozenset[int]
         if not tmp.name.endswith(f".{os.getpid()}.tmp"):
             tmp.unlink(missing_ok=True)
     if gone:
-        store = RunStore(run_dir)
-        try:
-            store.forget_checkpoints(p.name for p in gone)
-        finally:
-            store.close()
+        store.forget_checkpoints(p.name for p in gone)
 
 
 def _snapshot(x: Any) -> Any:
@@ -195,6 +193,7 @@ class CheckpointWriter:
         self._best: tuple[int, float, Any] | None = None
         self._last: tuple[int, float, Any] | None = None
         self._written_at = -math.inf
+        self._store: RunStore | None = None  # opened and used by the worker thread only
 
     def save(self, epoch: int, val_acc: float, payload: Mapping[str, Any]) -> None:
         """Snapshots payload now; writes it (and an unwritten best) when the interval has passed."""
@@ -204,8 +203,12 @@ class CheckpointWriter:
         if self._sign * val_acc > self._best_val:
             self._best_val, self._best = self._sign * val_acc, snap
         self._last = snap
-        if epoch in self.keep_epochs or self._clock() - self._written_at >= self.interval:
+        if self.due(epoch):
             self.flush()
+
+    def due(self, epoch: int) -> bool:
+        """Returns True when save(epoch, ...) writes at once (a kept epoch, or the interval has passed)."""
+        return epoch in self.keep_epochs or self._clock() - self._written_at >= self.interval
 
     def flush(self) -> None:
         """Queues the writes of the snapshots not yet on disk (the best first, then the latest)."""
@@ -215,8 +218,19 @@ class CheckpointWriter:
         self._written_at = self._clock()
 
     def _write(self, epoch: int, val: float, state: Any) -> Path:
+        if self._store is None:
+            try:
+                self._store = RunStore(self.run_dir)
+            except (OSError, sqlite3.Error) as exc:
+                path = self.run_dir / "checkpoints" / checkpoint_name(epoch, val, self.metric)
+                raise StoreError(_write_failed(self.run_dir, path, exc)) from exc
         return _write_checkpoint(self.run_dir, epoch, val, _serialise(state), self.keep_last, self.metric, self.mode,
-                                 self.keep_epochs)
+                                 self.keep_epochs, self._store)
+
+    def _close_store(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
 
     def _raise_failed(self) -> None:
         """Raises the error of a write that already failed, so a run stops at the next epoch, not at the end."""
@@ -238,6 +252,7 @@ class CheckpointWriter:
         try:
             self.wait()
         finally:
+            self._pool.submit(self._close_store)
             self._pool.shutdown(wait=True)
 
 
