@@ -451,3 +451,48 @@ def test_a_wrong_gradient_still_fails_after_the_guarded_burn_in() -> None:
 
     rep = check_gradients(Net(), F.cross_entropy, batch, burn_in=10)
     assert not rep.ok and not rep.by_tensor["body.0.weight"].ok
+
+
+def test_a_plain_linear_coordinate_moves_one_output_column_instead_of_a_matmul(monkeypatch) -> None:
+    from babysit.gradcheck.objective import Suffix
+
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 8), nn.Tanh(), nn.Linear(8, 3))
+    batch = (torch.randn(5, 6), torch.randint(0, 3, (5,)))
+    calls = []
+    handle = torch.nn.modules.module.register_module_forward_hook(lambda m, i, o: calls.append(m))
+    try:
+        fast = check_gradients(model, F.cross_entropy, batch, directions=0)
+        shortcut_calls = len(calls)
+        calls.clear()
+        monkeypatch.setattr(Suffix, "at", lambda self, index, step: None)
+        slow = check_gradients(model, F.cross_entropy, batch, directions=0)
+    finally:
+        handle.remove()
+    assert fast.ok and slow.ok and shortcut_calls < 0.8 * len(calls)  # the perturbed Linear is not rerun
+    for a, b in zip(fast.entries, slow.entries):
+        assert (a.name, a.index) == (b.name, b.index)
+        assert a.numeric == pytest.approx(b.numeric, rel=1e-7, abs=1e-12)
+
+
+def test_the_shortcut_still_measures_the_true_function_below_a_broken_layer() -> None:
+    class LeakyTwice(torch.autograd.Function):  # forward leaky relu, backward twice the slope on the negative side
+        @staticmethod
+        def forward(ctx, t):  # type: ignore[override]
+            ctx.save_for_backward(t)
+            return torch.where(t > 0, t, 0.1 * t)
+
+        @staticmethod
+        def backward(ctx, g):  # type: ignore[override]
+            (t,) = ctx.saved_tensors
+            return torch.where(t > 0, g, 0.2 * g)
+
+    class Leaky(nn.Module):
+        def forward(self, t: torch.Tensor) -> torch.Tensor:
+            return LeakyTwice.apply(t)
+
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Linear(6, 16), Leaky(), nn.Linear(16, 3))
+    rep = check_gradients(model, F.cross_entropy, (torch.randn(5, 6), torch.randint(0, 3, (5,))))
+    assert not rep.ok and not rep.by_tensor["0.weight"].ok and not rep.by_tensor["0.bias"].ok
+    assert rep.by_tensor["2.weight"].ok  # nothing below the broken layer

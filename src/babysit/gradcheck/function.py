@@ -26,7 +26,7 @@ from .measure import (
 from .objective import int_at_least, positive_float
 from .probe import Target
 from .report import GradientReport
-from .sampling import random_directions, stratified_coordinates
+from .sampling import Directions, stratified_coordinates
 
 __all__ = ["FULL_CHECK_MAX", "SAMPLE_SIZE", "check_arrays", "check_function", "default_names", "working_copy"]
 
@@ -117,7 +117,7 @@ def _targets(arrays: dict[str, torch.Tensor], grads: dict[str, torch.Tensor], pe
         rng = np.random.default_rng([seed, k])
         n = per_tensor if per_tensor is not None else (w.numel() if w.numel() <= FULL_CHECK_MAX else SAMPLE_SIZE)
         coords = stratified_coordinates(tuple(w.shape), n, rng)
-        dirs = random_directions(w, _DIRECTIONS, seed * 7919 + k) if len(coords) < w.numel() else []
+        dirs = Directions(tuple(w.shape), w.device, _DIRECTIONS if len(coords) < w.numel() else 0, seed * 7919 + k)
         out.append(Target(name, w, grads[name], coords, dirs, rng))
     return out
 

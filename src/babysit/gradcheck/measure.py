@@ -15,7 +15,7 @@ from .advice import advise, failing
 from .kinks import new_recorder
 from .probe import EPS, TINY_ABS, Prober, Target, roundoff_floor
 from .report import DtypeCheck, Entry, GradientReport, TensorSummary, verdict
-from .sampling import random_directions, stratified_coordinates
+from .sampling import Directions, stratified_coordinates
 
 __all__ = ["SMALL_WORK", "SWEEP_STEPS", "Step", "assemble_report", "few_threads", "make_targets", "measure",
            "measure_steps", "mismatched", "pick_worst", "summarise"]
@@ -85,7 +85,8 @@ def make_targets(leaves: Mapping[str, torch.Tensor], grads: Mapping[str, torch.T
     for k, (name, tensor) in enumerate(leaves.items()):
         rng = np.random.default_rng([seed, k])
         coords = stratified_coordinates(tuple(tensor.shape), per_tensor, rng)
-        dirs = random_directions(tensor, directions, seed * 7919 + k) if tensor.numel() > 1 else []
+        dirs = Directions(tuple(tensor.shape), tensor.device, directions if tensor.numel() > 1 else 0,
+                          seed * 7919 + k)
         out.append(Target(name, tensor, grads[name], coords, dirs, rng, value=(values or {}).get(name),
                           scale_floor=(floors or {}).get(name, 0.0)))
     return out

@@ -5,9 +5,10 @@ Centered difference (f(x+h) - f(x-h)) / 2h: error O(h^2), not O(h) as for the on
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
@@ -38,7 +39,8 @@ class Segment:
 
     lo: int
     hi: int
-    w: torch.Tensor  # the direction's values on the slice, unit norm
+    w: torch.Tensor  # the direction's values on the slice (a view, not a copy)
+    factor: float = 1.0  # w * factor has unit norm
 
 
 Spec = Index | torch.Tensor | Segment  # a coordinate, a unit direction shaped like the tensor, or a segment
@@ -85,7 +87,7 @@ class Target:
     tensor: torch.Tensor
     grad: torch.Tensor
     coords: list[Index]
-    directions: list[torch.Tensor]
+    directions: Iterable[torch.Tensor]  # each valid until the next is drawn (sampling.Directions)
     rng: np.random.Generator
     taken: set[Index] = field(default_factory=set)
     value: Callable[[], float] | None = None  # f for this tensor when cheaper than the prober's (a suffix)
@@ -119,8 +121,16 @@ class Target:
         if isinstance(spec, tuple):
             return float(self._grad_np[spec])
         if isinstance(spec, Segment):
-            return float(torch.dot(spec.w.to(self.grad.dtype), self.grad.reshape(-1)[spec.lo:spec.hi]))
+            part = self.grad.reshape(-1)[spec.lo:spec.hi]
+            return spec.factor * float(torch.dot(spec.w.to(part.dtype), part))
         return float(torch.dot(spec.reshape(-1).to(self.grad.dtype), self.grad.reshape(-1)))
+
+
+def _shortcut(at: Callable[[Index, float], float | None], full: Callable[[], float], spec: Index,
+              step: float) -> float:
+    """Returns at(spec, step), or the full evaluation where the shortcut does not apply."""
+    got = at(spec, step)
+    return full() if got is None else got
 
 
 class Prober:
@@ -136,9 +146,16 @@ class Prober:
         self.onesided, self.eps = onesided, eps
         self.crossings = 0
 
-    def _eval(self, t: Target) -> tuple[float, list]:
-        """Returns f at the current point and the branch trace (empty without a recorder)."""
+    def _eval(self, t: Target, spec: Spec | None = None, step: float = 0.0) -> tuple[float, list]:
+        """Returns f at the current point and the branch trace (empty without a recorder).
+
+        spec, step: the coordinate just moved and by how much, for a target whose f can take the shortcut
+        (objective.Suffix.at: a plain Linear layer's output updated in one column instead of a matmul).
+        """
         value = t.value or self.value
+        at = getattr(value, "at", None)
+        if at is not None and isinstance(spec, tuple):
+            value = functools.partial(_shortcut, at, value, spec, step)
         if self.recorder is None:
             return value(), []
         return self.recorder.record(value)
@@ -157,10 +174,10 @@ class Prober:
                 step = h * max(abs(orig), t.scale)
                 data[spec] = orig + step
                 plus = data[spec].item()
-                fp, tp = self._eval(t)
+                fp, tp = self._eval(t, spec, plus - orig)
                 data[spec] = orig - step
                 minus = data[spec].item()
-                fm, tm = self._eval(t)
+                fm, tm = self._eval(t, spec, minus - orig)
                 data[spec] = orig
                 up, down = plus - orig, orig - minus
             else:
@@ -170,9 +187,10 @@ class Prober:
                     data, saved = data.view(-1)[spec.lo:spec.hi], saved.view(-1)[spec.lo:spec.hi]
                 # Relative to the norm of what moves: each element moves by about h * rms, as for a coordinate.
                 up = down = h * t.scale * math.sqrt(v.numel())
-                torch.add(saved, v, alpha=up, out=data)
+                move = up * (spec.factor if isinstance(spec, Segment) else 1.0)
+                torch.add(saved, v, alpha=move, out=data)
                 fp, tp = self._eval(t)
-                torch.add(saved, v, alpha=-up, out=data)
+                torch.add(saved, v, alpha=-move, out=data)
                 fm, tm = self._eval(t)
                 data.copy_(saved)
         return Diff((fp - fm) / (up + down), not same_branches(tp, tm), (up + down) / 2,
@@ -270,11 +288,11 @@ class Prober:
         lo, hi = 0, flat.numel()
         while hi - lo > 1:
             mid = (lo + hi) // 2
-            part = flat[lo:mid] / flat[lo:mid].norm()
-            w: Spec = Segment(lo, mid, part)
+            part = flat[lo:mid]
+            w: Spec = Segment(lo, mid, part, 1.0 / float(part.norm()))
             if not t.tensor.is_contiguous():  # a view of the flat data would be a copy: perturb it whole
                 full = torch.zeros_like(flat)
-                full[lo:mid] = part
+                full[lo:mid] = part / part.norm()
                 w = full.reshape(shape)
             passed = self._passes(t, w, h)
             if passed is None:
