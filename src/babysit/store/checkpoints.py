@@ -107,18 +107,36 @@ def _write_checkpoint(run_dir: Path, epoch: int, value: float, data: bytes, keep
     one connection for every write of a writer (opening and closing one per checkpoint cost more than
     the write of a small model).
     """
+    path = _put(run_dir, epoch, value, data, metric, store)
+    _prune(run_dir, keep_last, mode, keep_epochs, store)
+    return path
+
+
+def _put(run_dir: Path, epoch: int, value: float, data: bytes, metric: str, store: RunStore | None,
+         digest: str | None = None) -> Path:
+    """Returns the path of one checkpoint file written with its checksums (recorded first unless store is None)."""
     d = run_dir / "checkpoints"
     path = d / checkpoint_name(epoch, value, metric)
     try:
         d.mkdir(parents=True, exist_ok=True)
-        digest = sha256_of(data)
-        store.record_checkpoint(path.name, epoch, digest, len(data))
+        digest = digest or sha256_of(data)
+        if store is not None:
+            store.record_checkpoint(path.name, epoch, digest, len(data))
         write_sidecar(path, digest, len(data))
         atomic_write(path, lambda f: f.write(data))
     except (OSError, sqlite3.Error) as exc:
         raise StoreError(_write_failed(run_dir, path, exc)) from exc
-    _prune(run_dir, keep_last, mode, keep_epochs, store)
     return path
+
+
+def _put_record(run_dir: Path, epoch: int, value: float, data: bytes, metric: str, store: RunStore,
+                digest: str) -> None:
+    """Records a checkpoint's checksum in run.sqlite before its file is written (StoreError in babysit's words)."""
+    path = run_dir / "checkpoints" / checkpoint_name(epoch, value, metric)
+    try:
+        store.record_checkpoint(path.name, epoch, digest, len(data))
+    except sqlite3.Error as exc:
+        raise StoreError(_write_failed(run_dir, path, exc)) from exc
 
 
 def _write_failed(run_dir: Path, path: Path, exc: BaseException) -> str:
@@ -188,12 +206,13 @@ class CheckpointWriter:
         self.run_dir, self.keep_last, self.interval, self._clock = Path(run_dir), keep_last, interval, clock
         self.metric, self.mode, self._sign = metric, mode, (1.0 if mode == "max" else -1.0)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="babysit-checkpoint")
-        self._futures: list[Future[Path]] = []
+        self._futures: list[Future[list[Path]]] = []
         self._best_val = -math.inf
         self._best: tuple[int, float, Any] | None = None
         self._last: tuple[int, float, Any] | None = None
         self._written_at = -math.inf
         self._store: RunStore | None = None  # opened and used by the worker thread only
+        self._side: ThreadPoolExecutor | None = None  # writes the second file of a pair
 
     def save(self, epoch: int, val_acc: float, payload: Mapping[str, Any]) -> None:
         """Snapshots payload now; writes it (and an unwritten best) when the interval has passed."""
@@ -211,21 +230,37 @@ class CheckpointWriter:
         return epoch in self.keep_epochs or self._clock() - self._written_at >= self.interval
 
     def flush(self) -> None:
-        """Queues the writes of the snapshots not yet on disk (the best first, then the latest)."""
-        for epoch, val, state in {id(s): s for s in (self._best, self._last) if s is not None}.values():
-            self._futures.append(self._pool.submit(self._write, epoch, val, state))
+        """Queues the writes of the snapshots not yet on disk (the best and the latest, one task)."""
+        snaps = list({id(s): s for s in (self._best, self._last) if s is not None}.values())
+        if snaps:
+            self._futures.append(self._pool.submit(self._write, snaps))
         self._best = self._last = None
         self._written_at = self._clock()
 
-    def _write(self, epoch: int, val: float, state: Any) -> Path:
+    def _write(self, snaps: list[tuple[int, float, Any]]) -> list[Path]:
+        """Writes the best and the latest together: checksums recorded, both files written at once, one prune.
+
+        The two files' fsyncs overlap (one on a helper thread): the end of a run waits for one, not two.
+        """
         if self._store is None:
             try:
                 self._store = RunStore(self.run_dir)
             except (OSError, sqlite3.Error) as exc:
-                path = self.run_dir / "checkpoints" / checkpoint_name(epoch, val, self.metric)
+                path = self.run_dir / "checkpoints" / checkpoint_name(snaps[0][0], snaps[0][1], self.metric)
                 raise StoreError(_write_failed(self.run_dir, path, exc)) from exc
-        return _write_checkpoint(self.run_dir, epoch, val, _serialise(state), self.keep_last, self.metric, self.mode,
-                                 self.keep_epochs, self._store)
+        datas = [(epoch, val, _serialise(state)) for epoch, val, state in snaps]
+        digests = [sha256_of(data) for _, _, data in datas]
+        for (epoch, val, data), digest in zip(datas, digests):  # every record before any file
+            _put_record(self.run_dir, epoch, val, data, self.metric, self._store, digest)
+        side = None
+        if len(datas) > 1:
+            if self._side is None:
+                self._side = ThreadPoolExecutor(max_workers=1, thread_name_prefix="babysit-checkpoint-side")
+            side = self._side.submit(_put, self.run_dir, *datas[1], self.metric, None, digests[1])
+        paths = [_put(self.run_dir, *datas[0], self.metric, None, digests[0])]
+        paths += [side.result()] if side is not None else []
+        _prune(self.run_dir, self.keep_last, self.mode, self.keep_epochs, self._store)
+        return paths
 
     def _close_store(self) -> None:
         if self._store is not None:
@@ -254,6 +289,8 @@ class CheckpointWriter:
         finally:
             self._pool.submit(self._close_store)
             self._pool.shutdown(wait=True)
+            if self._side is not None:
+                self._side.shutdown(wait=True)
 
 
 def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
