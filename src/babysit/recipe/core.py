@@ -16,6 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from ..ensemble.distillation import DEFAULT_TRANSFER_SIZE
 from ..errors import ConfigError, StoreError
 from ..preflight import check_task
 from ..search import load_study, search
@@ -30,6 +31,9 @@ from ..train import train
 from .evaluate import evaluate_final, next_steps, stage_summaries
 from .plan import FINE, FINE_EPOCHS, SHARES, USABLE, Budget, Plan, final_fixed, final_stage, plan_stages
 from .result import RecipeResult
+
+# distillation trains a student and a label-only student, each on the training split plus its transfer set
+DISTILL_ROUNDS = math.ceil(2 * (1 + DEFAULT_TRANSFER_SIZE))
 
 __all__ = ["recipe"]
 
@@ -286,7 +290,7 @@ def recipe(task: Task, space: Mapping[str, Any], *, budget: Budget | Mapping[str
     if plan.minutes is not None and not plan.final_measured:
         study = run(plan, 2, again)
         left = plan.minutes * 60.0 - (time.perf_counter() - start) - EVALUATION * final_models
-        plan, again = _timed_final(plan, study, left, workers, 2 * distill + retrain,
+        plan, again = _timed_final(plan, study, left, workers, DISTILL_ROUNDS * distill + retrain,
                                    _final_hp(task, fixed, space, mid)), True
         _write(root, {"status": "running", "plan": plan.to_dict()})
         say(f"final stage: {final_models} trainings of {plan.stages[2].epochs} epochs, from the fine stage's "
