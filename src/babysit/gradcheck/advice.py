@@ -110,7 +110,7 @@ def advise(entries: Sequence[Entry], mismatch: Sequence[str], loss: float, floor
                      "so gradients are near 1.0, where floats are dense")
     excused = sum(e.kink_crossed for e in entries)
     if excused:
-        lines.append(f"{excused} entries crossed a kink at h, h/10 and a fresh coordinate: excused; "
+        lines.append(f"{excused} entries crossed a kink at every retry (h/10, then a fresh coordinate or h/100): excused; "
                      "fewer data points mean fewer kinks")
     suspected = sum(e.kink_suspected for e in entries)
     if suspected:
