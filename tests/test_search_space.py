@@ -102,6 +102,24 @@ def test_search_table_is_parsed_as_data_never_evaluated():
         parse_space({"lr": {"logunifrom": [1e-6, 1.0]}})
 
 
+def test_search_table_stages_by_budget_use_the_default_layout():
+    import tomllib
+
+    from babysit.search import coarse_to_fine
+    from babysit.search.api import settings_from_table
+
+    table = tomllib.loads("""
+        lr = {loguniform = [1e-4, 1.0]}
+        stages = {epochs = 9, budget = 243}
+    """)
+    space, settings = settings_from_table(table)
+    assert list(space) == ["lr"] and settings["stages"] == coarse_to_fine(9, 243)
+    table = tomllib.loads('lr = {loguniform = [1e-4, 1.0]}\nstages = [{trials = 4, epochs = 1, sampler = "tpe"}]')
+    assert settings_from_table(table)[1]["stages"] == [bs.Stage(4, 1, sampler="tpe")]
+    with pytest.raises(bs.ConfigError, match="budget = 243"):
+        settings_from_table({"stages": {"epochs": 9}})
+
+
 def test_sampler_overhead_at_trial_1000():
     space = check_space({"lr": bs.loguniform(1e-6, 1.0), "reg": bs.loguniform(1e-6, 1e-1),
                          "width": bs.intuniform(16, 512, log=True), "dropout": bs.uniform(0, 0.5)})

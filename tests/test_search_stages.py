@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import babysit as bs
-from babysit.search import Outcome, border_findings, refit, run_study
+from babysit.search import Outcome, border_findings, coarse_to_fine, propose, refit, run_study
 from babysit.search.space import check_space
 
 
@@ -112,6 +112,51 @@ def test_bad_stages_are_refused():
     with pytest.raises(bs.ConfigError, match="sampler='sobol'"):
         run_study(_peak_outside, {"lr": bs.loguniform(1e-4, 1.0)}, stages=[bs.Stage(4, 1)],
                   study_dir="/nonexistent/never", sampler="sobol")
+
+
+def test_a_stage_can_have_its_own_sampler(tmp_path):
+    def objective(ctx):
+        return -abs(math.log10(ctx.params["lr"]) + 2.0)
+
+    space = {"lr": bs.loguniform(1e-4, 1.0)}
+    study = run_study(objective, space, stages=[bs.Stage(12, 1, keep=3), bs.Stage(14, 1, sampler="tpe")],
+                      study_dir=tmp_path / "s", workers=0, sampler="qmc", seed=3)
+    s0 = [t for t in study.trials if t.stage == 0]
+    assert [dict(t.params) for t in s0] == [propose("qmc", 3, 0, i, check_space(space), 12) for i in range(12)]
+    lo, hi = study.ranges(1)["lr"]["loguniform"]
+    s1 = [t.params["lr"] for t in study.trials if t.stage == 1]
+    assert len(s1) == 14 and all(lo <= x <= hi for x in s1)  # tpe, inside the refitted range
+    qmc1 = [propose("qmc", 3, 1, i, check_space({"lr": bs.loguniform(lo, hi)}), 14)["lr"] for i in range(14)]
+    assert s1 != qmc1
+    assert study.plan["stages"][0] == {"trials": 12, "epochs": 1, "keep": 3, "continue_top": 0}  # older plans compare equal
+    with pytest.raises(bs.ConfigError, match=r"stages\[1\].sampler='sobol'"):
+        run_study(objective, space, stages=[bs.Stage(4, 1), bs.Stage(2, 1, sampler="sobol")],
+                  study_dir=tmp_path / "t", workers=0)
+
+
+@pytest.mark.parametrize("epochs,budget", [(9, 243), (9, 100), (3, 30), (2, 40), (20, 1000), (1, 50), (9, 20)])
+def test_coarse_to_fine_spends_the_budget_in_narrowing_stages(epochs, budget):
+    st = coarse_to_fine(epochs, budget)
+    spent = sum(s.trials * s.epochs for s in st)
+    assert budget - epochs < spent <= budget and st[-1].epochs == epochs
+    assert [s.epochs for s in st] == sorted({s.epochs for s in st})      # each stage trains longer
+    if len(st) > 1:
+        assert st[0].epochs == 1 and all(s.keep is not None and s.keep >= 3 for s in st[:-1])
+    if (epochs, budget) == (9, 243):
+        assert [(s.trials, s.epochs, s.keep) for s in st] == [(48, 1, 5), (16, 3, 3), (16, 9, None)]
+
+
+def test_coarse_to_fine_narrows_onto_the_optimum(tmp_path):
+    def objective(ctx):  # optimum lr 1e-2 and wd 1e-4; longer trainings score higher, with noise
+        x, y = math.log10(ctx.params["lr"]) + 2.0, math.log10(ctx.params["wd"]) + 4.0
+        noise = np.random.default_rng(ctx.id).normal(0, 0.05)
+        return Outcome(metric=-(x * x + 0.3 * y * y) + 0.1 * ctx.epochs + noise, epochs=ctx.epochs)
+
+    space = {"lr": bs.loguniform(1e-5, 1.0), "wd": bs.loguniform(1e-7, 1e-1)}
+    study = run_study(objective, space, stages=coarse_to_fine(3, 60), study_dir=tmp_path / "s", workers=0, seed=0)
+    widths = [math.log10(hi / lo) for lo, hi in (study.ranges(s)["lr"]["loguniform"] for s in range(3))]
+    assert widths[0] > widths[1] > widths[2] and widths[2] < 2.5
+    assert study.best.stage == 2 and abs(math.log10(study.best.params["lr"]) + 2.0) < 0.5
 
 
 def test_study_html_puts_border_warnings_first_and_escapes_everything(tmp_path):

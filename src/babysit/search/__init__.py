@@ -13,11 +13,11 @@ from .api import run_study, search
 from .range_test import LRFind, lr_find
 from .samplers import DEFAULT_SAMPLER, SAMPLERS, propose
 from .space import Param, choice, intuniform, loguniform, parse_space, uniform
-from .stages import Stage, border_findings, refit
+from .stages import Stage, border_findings, coarse_to_fine, refit
 from .study import Study, Trial, load_study
 from .worker import Hopeless, Outcome, TrialContext
 
 __all__ = ["DEFAULT_SAMPLER", "LRFind", "SAMPLERS", "Hopeless", "Outcome", "Param", "Stage", "Study", "Trial", "TrialContext",
-           "border_findings", "choice", "intuniform", "load_study", "loguniform", "lr_find", "parse_space", "propose", "refit",
+           "border_findings", "choice", "coarse_to_fine", "intuniform", "load_study", "loguniform", "lr_find", "parse_space", "propose", "refit",
            "run_study", "search", "uniform"]
 

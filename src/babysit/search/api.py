@@ -29,18 +29,27 @@ SETTINGS = ("stages", "sampler", "seed", "workers", "study_dir", "keep_checkpoin
 
 def settings_from_table(table: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Returns (space, settings) of a `[search]` TOML table: parameter entries, and the reserved settings
-    stages = [{trials = 40, epochs = 1}, ...], sampler, seed, workers, study_dir, keep_checkpoints (data only)."""
+    stages = [{trials = 40, epochs = 1}, ...] (or {epochs = 9, budget = 243}: coarse_to_fine), sampler, seed,
+    workers, study_dir, keep_checkpoints (data only)."""
     from .space import parse_space
 
     settings = {k: table[k] for k in SETTINGS if k in table}
-    if "stages" in settings:
+    if isinstance(settings.get("stages"), Mapping):  # stages = {epochs = 9, budget = 243}: the default layout
+        raw = dict(settings["stages"])
+        if set(raw) != {"epochs", "budget"}:
+            raise ConfigError(f"[search] stages = {raw!r}: write stages = {{epochs = 9, budget = 243}} (babysit's "
+                              "coarse-to-fine layout) or a list of stages")
+        from .stages import coarse_to_fine
+
+        settings["stages"] = coarse_to_fine(raw["epochs"], raw["budget"])
+    elif "stages" in settings:
         raw = settings["stages"]
         if not isinstance(raw, list) or not all(isinstance(x, Mapping) for x in raw):
             raise ConfigError(f"[search] stages = {raw!r}: write stages = [{{trials = 40, epochs = 1}}, ...]")
         try:
             settings["stages"] = [Stage(**dict(x)) for x in raw]
         except TypeError as exc:
-            raise ConfigError(f"[search] stages: {exc}; each stage takes trials, epochs, keep, continue_top, retrain_top, fixed, monitor") from exc
+            raise ConfigError(f"[search] stages: {exc}; each stage takes trials, epochs, keep, continue_top, retrain_top, fixed, monitor, sampler") from exc
     return parse_space({k: v for k, v in table.items() if k not in SETTINGS}), settings
 
 

@@ -113,6 +113,11 @@ class TrialContext:
 Objective = Callable[[TrialContext], "Outcome | float"]
 
 
+def stage_sampler(plan: Mapping[str, Any], s: int) -> str:
+    """Returns the sampler of stage s: the stage's own, or the search's."""
+    return str(plan["stages"][s].get("sampler") or plan["sampler"])
+
+
 def _plan(store: StudyStore) -> tuple[dict[str, Any], list[Stage], dict[str, Param]]:
     plan = store.plan()
     return plan, [Stage(**d) for d in plan["stages"]], check_space(parse_space(plan["space"]), plan["fixed"])
@@ -174,8 +179,8 @@ def _fill_stage(store: StudyStore, s: int) -> None:
             attrs.update(params=cont[i][0], continue_from=cont[i][1], continues=cont[i][2], origin=cont[i][3])
         elif i < len(again):
             attrs.update(params=again[i][0], retrains=again[i][1])
-        elif not is_adaptive(plan["sampler"]):
-            params = propose(plan["sampler"], plan["seed"], s, i, new_space, st.trials, plan["fixed"])
+        elif not is_adaptive(stage_sampler(plan, s)):
+            params = propose(stage_sampler(plan, s), plan["seed"], s, i, new_space, st.trials, plan["fixed"])
         store.enqueue(s, params, attrs)
     store.set_stage_attr(s, "ready", True)
 
@@ -263,7 +268,7 @@ def _ask(store: StudyStore, s: int, plan: dict[str, Any], sampler: Any,
             # the worker record, at once (a popped trial left unmarked is reaped)
             return (tid, attrs) if store.write(tid, []) else None
         space = check_space(parse_space(store.stage_space(s)), plan["fixed"])
-        ops = None if is_adaptive(plan["sampler"]) else _given(space, plan["fixed"], system.get("fixed_params", {}))
+        ops = None if is_adaptive(stage_sampler(plan, s)) else _given(space, plan["fixed"], system.get("fixed_params", {}))
         if ops is None:  # the sampler chooses: Optuna's trial, its writes buffered into one
             ops, params = _suggest(store, s, sampler, tid, space, plan["fixed"])
         else:
@@ -402,8 +407,8 @@ def work(spec: "str | StudyStore", name: str, objective: Objective, *, worker: i
             time.sleep(poll)
             continue
         if s not in samplers:
-            samplers[s] = optuna_sampler(plan["sampler"], hash((plan["seed"], s, worker)) % 2**31) \
-                if is_adaptive(plan["sampler"]) else None
+            name = stage_sampler(plan, s)
+            samplers[s] = optuna_sampler(name, hash((plan["seed"], s, worker)) % 2**31) if is_adaptive(name) else None
         got, nxt = _ask(store, s, plan, samplers[s], nxt), None
         popped = got is not None
         if got is None:
