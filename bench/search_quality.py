@@ -65,7 +65,10 @@ def optuna_search(task, sampler: str, seed: int, root: Path, problem: str = "mlp
                 "tpe": optuna.samplers.TPESampler, "gp": optuna.samplers.GPSampler, "tpe+hyperband": optuna.samplers.TPESampler}
     pruner = optuna.pruners.HyperbandPruner(min_resource=1, max_resource=EPOCHS, reduction_factor=3) \
         if sampler == "tpe+hyperband" else optuna.pruners.NopPruner()
-    study = optuna.create_study(direction="maximize", sampler=samplers[sampler](seed=seed), pruner=pruner)
+    # a named study: Hyperband assigns brackets by crc32(study name, trial number), and an unnamed study gets a
+    # random name, so tpe+hyperband gave other numbers on every run before 2026-12-08
+    study = optuna.create_study(direction="maximize", sampler=samplers[sampler](seed=seed), pruner=pruner,
+                                study_name=f"{sampler}-{seed}")
     spent, runs = 0, {}
     while spent < TRIALS * EPOCHS:
         trial = study.ask()

@@ -75,7 +75,8 @@ def coarse_to_fine(epochs: int, budget: int) -> list[Stage]:
     two-stage default Stage(48, 2), Stage(16, 9) kept the top fifth of 2-epoch trials, whose spread
     covered almost the whole width and reg ranges, so its last stage was close to a random search
     (mean test accuracy of its trials 0.46); three narrowing stages raised that mean to 0.60 and the
-    selected configuration's median from 0.621 to 0.641 (bench/RESULTS.md, "Search quality").
+    selected configuration's median from 0.621 to 0.641, within the noise of Optuna's GP sampler at the
+    same epochs but not above it (GP 0.645 over 20 seeds; bench/RESULTS.md, "Search quality").
     """
     _int("epochs", epochs, 1)
     _int("budget", budget, 1)
