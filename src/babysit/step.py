@@ -109,7 +109,8 @@ def evaluate(model: nn.Module, dataset: Any, loss_fn: LossFn, *, batch_size: int
     metric_fn(scores, y) -> float, when given, runs once on the scores of the whole dataset.
     """
     was_training = model.training
-    model.eval()
+    if was_training:  # a model already in eval mode (two evaluations in a row) is not walked twice
+        model.eval()
     correct, total_loss, n = 0, 0.0, 0
     kept: list[tuple[torch.Tensor, torch.Tensor]] = []
     try:
@@ -123,7 +124,8 @@ def evaluate(model: nn.Module, dataset: Any, loss_fn: LossFn, *, batch_size: int
             if metric_fn is not None:
                 kept.append((scores, y))
     finally:
-        model.train(was_training)
+        if was_training:
+            model.train()
     if n == 0:
         return Evaluation(float("nan"), float("nan"), 0)
     metric = None

@@ -534,6 +534,7 @@ def _end_epoch(task: Task, hp: Mapping[str, Any], loop: _Loop, val_set: Any, tra
                writer: CheckpointWriter, observers: Sequence[Any], stop: Stop) -> None:
     """Evaluates, records and checkpoints the finished epoch; sets the stop when early stopping fires."""
     loop.epoch += 1
+    loop.model.eval()  # both evaluations in one switch of mode (each walks every module); _epoch switches back
     val, value = _validate(task, loop.model, val_set)
     tr = evaluate(loop.model, train_eval, task.loss_fn)
     metric = task.metric
