@@ -12,7 +12,6 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-
 __all__ = ["Directions", "fresh_coordinate", "random_directions", "stratified_coordinates"]
 
 Index = tuple[int, ...]
