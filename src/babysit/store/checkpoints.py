@@ -107,21 +107,19 @@ def _write_checkpoint(run_dir: Path, epoch: int, value: float, data: bytes, keep
     one connection for every write of a writer (opening and closing one per checkpoint cost more than
     the write of a small model).
     """
-    path = _put(run_dir, epoch, value, data, metric, store)
+    digest = sha256_of(data)
+    _put_record(run_dir, epoch, value, data, metric, store, digest)
+    path = _put(run_dir, epoch, value, data, metric, digest)
     _prune(run_dir, keep_last, mode, keep_epochs, store)
     return path
 
 
-def _put(run_dir: Path, epoch: int, value: float, data: bytes, metric: str, store: RunStore | None,
-         digest: str | None = None) -> Path:
-    """Returns the path of one checkpoint file written with its checksums (recorded first unless store is None)."""
+def _put(run_dir: Path, epoch: int, value: float, data: bytes, metric: str, digest: str) -> Path:
+    """Returns the path of one checkpoint file written with its sidecar checksum (recorded in run.sqlite first)."""
     d = run_dir / "checkpoints"
     path = d / checkpoint_name(epoch, value, metric)
     try:
         d.mkdir(parents=True, exist_ok=True)
-        digest = digest or sha256_of(data)
-        if store is not None:
-            store.record_checkpoint(path.name, epoch, digest, len(data))
         write_sidecar(path, digest, len(data))
         atomic_write(path, lambda f: f.write(data))
     except (OSError, sqlite3.Error) as exc:
@@ -135,7 +133,7 @@ def _put_record(run_dir: Path, epoch: int, value: float, data: bytes, metric: st
     path = run_dir / "checkpoints" / checkpoint_name(epoch, value, metric)
     try:
         store.record_checkpoint(path.name, epoch, digest, len(data))
-    except sqlite3.Error as exc:
+    except (OSError, sqlite3.Error) as exc:
         raise StoreError(_write_failed(run_dir, path, exc)) from exc
 
 
@@ -256,8 +254,8 @@ class CheckpointWriter:
         if len(datas) > 1:
             if self._side is None:
                 self._side = ThreadPoolExecutor(max_workers=1, thread_name_prefix="babysit-checkpoint-side")
-            side = self._side.submit(_put, self.run_dir, *datas[1], self.metric, None, digests[1])
-        paths = [_put(self.run_dir, *datas[0], self.metric, None, digests[0])]
+            side = self._side.submit(_put, self.run_dir, *datas[1], self.metric, digests[1])
+        paths = [_put(self.run_dir, *datas[0], self.metric, digests[0])]
         paths += [side.result()] if side is not None else []
         _prune(self.run_dir, self.keep_last, self.mode, self.keep_epochs, self._store)
         return paths

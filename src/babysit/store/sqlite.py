@@ -129,10 +129,12 @@ class RunStore:
         self.flush_every, self._clock = flush_every, clock
         self._flushed_at = clock()
 
-    def _write(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+    def _write(self, sql: str, rows: Iterable[Sequence[Any]], *more: tuple[str, Iterable[Sequence[Any]]]) -> None:
+        """Runs executemany(sql, rows), and each further (sql, rows), in one transaction."""
         self._db.execute("BEGIN")
         try:
-            self._db.executemany(sql, rows)
+            for statement, params in ((sql, rows), *more):
+                self._db.executemany(statement, params)
             self._db.execute("COMMIT")
         except BaseException:
             self._db.execute("ROLLBACK")
@@ -270,16 +272,9 @@ class RunStore:
 
     def record_checkpoint(self, name: str, epoch: int, sha256: str, size: int) -> None:
         """Records a checkpoint file's sha256 and size (written before the file itself is put in place)."""
-        self._db.execute("BEGIN")
-        try:
-            self._db.execute("INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?, ?)",
-                             (name, epoch, sha256, size, now()))
-            # from this epoch on every checkpoint of the run has a checksum (older ones predate checksums)
-            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('checksums_from_epoch', ?)", (str(epoch),))
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
+        # from this epoch on every checkpoint of the run has a checksum (older ones predate checksums)
+        self._write("INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?, ?)", [(name, epoch, sha256, size, now())],
+                    ("INSERT OR IGNORE INTO meta VALUES ('checksums_from_epoch', ?)", [(str(epoch),)]))
 
     def forget_checkpoints(self, names: Iterable[str]) -> None:
         """Deletes the records of pruned checkpoint files."""
